@@ -190,12 +190,44 @@ impl<'a> LogRecord<'a> {
     }
 }
 
+/// Index of the first byte that JSON requires escaped (`"`, `\\`, or below 0x20), scanning
+/// eight bytes at a time.
+fn first_escape(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i..i + 8]);
+        let x = u64::from_le_bytes(w);
+        // Bytes below 0x20 (ASCII only: a set high bit means not a control byte).
+        let ctrl = x.wrapping_sub(LO * 0x20) & !x & HI;
+        if ctrl | has_zero(x ^ (LO * u64::from(b'"'))) | has_zero(x ^ (LO * u64::from(b'\\')))
+            != 0
+        {
+            break;
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
+        .map(|p| p + i)
+}
+
 /// Appends `s` as a JSON string literal (quotes and escapes) to `out`.
 pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    let Some(first) = first_escape(bytes) else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
+    out.extend_from_slice(&bytes[..first]);
+    let mut start = first;
+    for (i, &c) in bytes.iter().enumerate().skip(first) {
         let esc: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -243,6 +275,21 @@ mod tests {
         for l in Level::ALL {
             assert_eq!(Level::parse(l.as_str()), Some(l));
         }
+    }
+
+    #[test]
+    fn first_escape_finds_every_special_byte_at_every_position() {
+        for len in 0..20 {
+            assert_eq!(first_escape("é".repeat(len).as_bytes()), None);
+            for at in 0..len {
+                for special in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+                    let mut b = vec![b'a'; len];
+                    b[at] = special;
+                    assert_eq!(first_escape(&b), Some(at), "len {len} at {at} byte {special}");
+                }
+            }
+        }
+        assert_eq!(first_escape(b"\x7f\x80\xff !#[]"), None);
     }
 
     #[test]

@@ -194,7 +194,7 @@ pub fn parse_record(input: &str) -> Result<LogRecord<'_>, RecordError> {
         });
     }
     let fields: RawFields<'_> = serde_json::from_str(input).map_err(|e| json_error(&e))?;
-    build(fields.0)
+    build(fields)
 }
 
 fn json_error(e: &serde_json::Error) -> RecordError {
@@ -216,30 +216,12 @@ fn json_type_name(first: Option<u8>) -> &'static str {
     }
 }
 
-fn build<'a>(raw: Vec<(Cow<'a, str>, &'a RawValue)>) -> Result<LogRecord<'a>, RecordError> {
-    let mut timestamp = None;
-    let mut level = None;
-    let mut service = None;
-    let mut message = None;
-    let mut fields = Vec::with_capacity(raw.len().saturating_sub(4));
-    for (key, value) in raw {
-        let slot = match key.as_ref() {
-            "timestamp" => &mut timestamp,
-            "level" => &mut level,
-            "service" => &mut service,
-            "message" => &mut message,
-            _ => {
-                if fields.iter().any(|(k, _): &(Cow<'_, str>, _)| *k == key) {
-                    return Err(RecordError::DuplicateField(key.into_owned()));
-                }
-                fields.push((key, compact(value)));
-                continue;
-            }
-        };
-        if slot.replace(value).is_some() {
-            return Err(RecordError::DuplicateField(key.into_owned()));
-        }
+fn build(raw: RawFields<'_>) -> Result<LogRecord<'_>, RecordError> {
+    if let Some(dup) = raw.duplicate {
+        return Err(RecordError::DuplicateField(dup));
     }
+    let [timestamp, level, service, message] = raw.core;
+    let fields = raw.fields;
     let timestamp = parse_timestamp(required(timestamp, "timestamp")?)?;
     let level_raw = string_field(required(level, "level")?, "level")?;
     let level = Level::parse(&level_raw)
@@ -336,7 +318,13 @@ fn truncate(s: &str, max: usize) -> String {
 fn compact(v: &RawValue) -> Cow<'_, RawValue> {
     let s = v.get();
     let b = s.as_bytes();
-    // Scalars and already-compact values (the common case) are borrowed as they are.
+    // Strings, scalars and values without any whitespace byte (the common case) are borrowed.
+    if !matches!(b.first(), Some(b'{' | b'[')) {
+        return Cow::Borrowed(v);
+    }
+    if memchr::memchr3(b' ', b'\n', b'\t', b).is_none() && memchr::memchr(b'\r', b).is_none() {
+        return Cow::Borrowed(v);
+    }
     let mut in_str = false;
     let mut esc = false;
     let mut first_ws = None;
@@ -386,8 +374,13 @@ fn compact(v: &RawValue) -> Cow<'_, RawValue> {
     }
 }
 
-/// The top-level object as (key, raw value) pairs, keys borrowed where possible.
-struct RawFields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// The top-level object: the four contract fields' raw values, the other fields compacted in
+/// input order, and the first repeated name, if any.
+struct RawFields<'a> {
+    core: [Option<&'a RawValue>; 4],
+    fields: Vec<(Cow<'a, str>, Cow<'a, RawValue>)>,
+    duplicate: Option<String>,
+}
 
 impl<'de> Deserialize<'de> for RawFields<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -398,12 +391,32 @@ impl<'de> Deserialize<'de> for RawFields<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some(key) = map.next_key::<Key<'de>>()? {
+                let mut out = RawFields {
+                    core: [None; 4],
+                    fields: Vec::with_capacity(12),
+                    duplicate: None,
+                };
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value: &'de RawValue = map.next_value()?;
-                    out.push((key.0, value));
+                    let slot = match key.as_ref() {
+                        "timestamp" => 0,
+                        "level" => 1,
+                        "service" => 2,
+                        "message" => 3,
+                        _ => {
+                            if out.duplicate.is_none() && out.fields.iter().any(|(k, _)| *k == key)
+                            {
+                                out.duplicate = Some(key.clone().into_owned());
+                            }
+                            out.fields.push((key, compact(value)));
+                            continue;
+                        }
+                    };
+                    if out.core[slot].replace(value).is_some() && out.duplicate.is_none() {
+                        out.duplicate = Some(key.into_owned());
+                    }
                 }
-                Ok(RawFields(out))
+                Ok(out)
             }
         }
         d.deserialize_map(V)

@@ -179,7 +179,7 @@ pub fn decode_json(
     let json = if gzip {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(body)
-            .take(max_decompressed as u64 + 1)
+            .take((max_decompressed as u64).saturating_add(1))
             .read_to_end(&mut out)
             .map_err(DecodeError::Gzip)?;
         if out.len() > max_decompressed {

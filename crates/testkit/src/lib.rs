@@ -1,0 +1,3 @@
+//! Test harness of the log pipeline.
+
+pub mod gen;

@@ -1,0 +1,153 @@
+//! `testkit`: the harness's command line.
+
+use std::io;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use schema::Timestamp;
+use testkit::gen::{self, Format, GenOptions};
+
+/// Test harness of the log pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "testkit", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write deterministic, realistic JSON log records to stdout.
+    ///
+    /// The same options always give the same bytes, e.g.
+    /// `testkit gen --records 2400 --seed 42 --format array > logs.json`.
+    Gen(GenArgs),
+}
+
+#[derive(Debug, Args)]
+struct GenArgs {
+    /// Number of records to write.
+    #[arg(long, value_name = "N", default_value_t = GenOptions::default().records)]
+    records: u64,
+    /// Seed of the pseudo-random generator; equal seeds give equal output.
+    #[arg(long, value_name = "S", default_value_t = GenOptions::default().seed)]
+    seed: u64,
+    /// Output layout.
+    #[arg(long, value_enum, default_value_t = Format::Array)]
+    format: Format,
+    /// Start of the time window the records spread over (RFC 3339).
+    #[arg(
+        long,
+        value_name = "RFC3339",
+        value_parser = parse_start,
+        default_value = gen::DEFAULT_START
+    )]
+    start: Timestamp,
+    /// Length of the time window, in hours (fractions allowed).
+    #[arg(
+        long,
+        value_name = "H",
+        value_parser = parse_hours,
+        default_value_t = gen::DEFAULT_SPAN.as_secs_f64() / 3600.0
+    )]
+    span_hours: f64,
+}
+
+impl GenArgs {
+    fn options(&self) -> GenOptions {
+        GenOptions {
+            records: self.records,
+            seed: self.seed,
+            format: self.format,
+            start: self.start,
+            // parse_hours guarantees a finite, non-negative value of at most a million hours.
+            span: Duration::from_secs_f64(self.span_hours * 3600.0),
+        }
+    }
+}
+
+fn parse_start(s: &str) -> Result<Timestamp, String> {
+    Timestamp::parse_rfc3339(s).map_err(|e| e.to_string())
+}
+
+fn parse_hours(s: &str) -> Result<f64, String> {
+    let hours: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if !(0.0..=1_000_000.0).contains(&hours) {
+        return Err("must be between 0 and 1000000 hours".to_owned());
+    }
+    Ok(hours)
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Gen(args) => run_gen(&args),
+    }
+}
+
+fn run_gen(args: &GenArgs) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    match gen::generate(&args.options(), stdout.lock()) {
+        Ok(_) => Ok(()),
+        // The reader went away (`testkit gen | head`): nothing left to do.
+        Err(e) if e.is_broken_pipe() => Ok(()),
+        Err(e) => Err(e).context("testkit gen failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_library_defaults() {
+        let cli = Cli::try_parse_from(["testkit", "gen"]).unwrap();
+        let Command::Gen(args) = cli.command;
+        assert_eq!(args.options(), GenOptions::default());
+    }
+
+    #[test]
+    fn parses_all_gen_options() {
+        let cli = Cli::try_parse_from([
+            "testkit",
+            "gen",
+            "--records",
+            "5",
+            "--seed",
+            "9",
+            "--format",
+            "ndjson",
+            "--start",
+            "2026-01-01T00:00:00Z",
+            "--span-hours",
+            "1.5",
+        ])
+        .unwrap();
+        let Command::Gen(args) = cli.command;
+        let options = args.options();
+        assert_eq!(options.records, 5);
+        assert_eq!(options.seed, 9);
+        assert_eq!(options.format, Format::Ndjson);
+        assert_eq!(options.start.to_rfc3339(), "2026-01-01T00:00:00.000000000Z");
+        assert_eq!(options.span, Duration::from_secs(5_400));
+    }
+
+    #[test]
+    fn rejects_bad_start_and_span() {
+        for bad in [
+            ["--start", "yesterday"],
+            ["--span-hours", "-1"],
+            ["--span-hours", "NaN"],
+        ] {
+            let args = ["testkit", "gen", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+}

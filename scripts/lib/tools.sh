@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# tools.sh — sourced by scripts: where tools and builds are cached, and idempotent installs of
+# everything the tests and the local run need. Nothing here writes inside the repository.
+
+: "${LOGPIPE_CACHE:=$HOME/.cache/logpipe}"
+: "${LOGPIPE_TOOLS:=$LOGPIPE_CACHE/tools}"
+: "${TANSU_VERSION:=0.6.0}"
+export LOGPIPE_CACHE LOGPIPE_TOOLS TANSU_VERSION
+
+# Exports PATH and cargo settings so builds are cached outside the clone.
+tools_env() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$LOGPIPE_CACHE/target}"
+  export PATH="$LOGPIPE_TOOLS/bin:$LOGPIPE_CACHE/venv/bin:$HOME/.cargo/bin:$PATH"
+  export TANSU_BIN="$LOGPIPE_TOOLS/bin/tansu"
+  export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+  mkdir -p "$LOGPIPE_TOOLS" "$LOGPIPE_CACHE/logs"
+}
+
+_tools_log() { printf '[tools] %s\n' "$*" >&2; }
+
+_apt_updated=0
+# ensure_apt CMD:PACKAGE... — installs each PACKAGE whose CMD is missing.
+ensure_apt() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ "$(id -u)" != 0 ]] && ! command -v sudo >/dev/null 2>&1; then
+    _tools_log "missing ${missing[*]} and not root: install them and rerun"
+    return 1
+  fi
+  local sudo=()
+  [[ "$(id -u)" != 0 ]] && sudo=(sudo)
+  if [[ "$_apt_updated" == 0 ]]; then
+    _tools_log "apt-get update"
+    "${sudo[@]}" apt-get update -qq
+    _apt_updated=1
+  fi
+  _tools_log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >"$LOGPIPE_CACHE/logs/apt.log" 2>&1 || {
+      tail -20 "$LOGPIPE_CACHE/logs/apt.log" >&2
+      return 1
+    }
+}
+
+# The tansu broker (a Kafka-compatible broker from crates.io), built once into the cache.
+ensure_tansu() {
+  if "$LOGPIPE_TOOLS/bin/tansu" --version >/dev/null 2>&1; then
+    return 0
+  fi
+  _tools_log "installing tansu $TANSU_VERSION (about 10-15 minutes, once)"
+  local log="$LOGPIPE_CACHE/logs/tansu-install.log"
+  if ! cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+      --root "$LOGPIPE_TOOLS" >"$log" 2>&1; then
+    _tools_log "--locked install failed, retrying without --locked"
+    cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql \
+      --root "$LOGPIPE_TOOLS" >>"$log" 2>&1 || { tail -30 "$log" >&2; return 1; }
+  fi
+}
+
+ensure_nextest() {
+  command -v cargo-nextest >/dev/null 2>&1 && return 0
+  _tools_log "installing cargo-nextest"
+  cargo install cargo-nextest --locked --root "$LOGPIPE_TOOLS" \
+    >"$LOGPIPE_CACHE/logs/nextest-install.log" 2>&1
+}
+
+ensure_tools() {
+  # cmake: rdkafka's bundled librdkafka build; protoc: independent protobuf check;
+  # prometheus/promtool: metrics tests; shellcheck/bats: script checks.
+  ensure_apt cmake:cmake protoc:protobuf-compiler prometheus:prometheus promtool:prometheus \
+    shellcheck:shellcheck bats:bats curl:curl
+  [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
+  ensure_nextest
+  ensure_tansu
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# test.sh — the project's one test entry point (README "Test"; .ci/run calls it).
+#
+# On a fresh Debian 12 machine it installs what is missing (idempotently: anything present is
+# skipped), then runs, in order: cargo fmt --check, cargo clippy -D warnings, every test suite
+# (unit, property, integration against real tansu / Prometheus processes), the file checks.
+# Everything it or the tests start is stopped on exit, even on failure.
+set -euo pipefail
+
+readonly SCRIPT_NAME="${0##*/}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+
+usage() {
+  cat <<USAGE
+Usage: scripts/$SCRIPT_NAME [--no-install] [--only STEP] [--help]
+
+Runs every check of the project: formatting, lints, all test suites.
+
+Options:
+  --no-install   do not install missing tools (fail instead)
+  --only STEP    run one step: install, fmt, clippy, tests, bench-check
+  -h, --help     show this help
+
+Environment:
+  LOGPIPE_CACHE     cache folder for tools and builds (default: \$HOME/.cache/logpipe)
+  CARGO_TARGET_DIR  cargo build folder (default: \$LOGPIPE_CACHE/target)
+  TANSU_VERSION     tansu broker version to install (default: 0.6.0)
+
+Exit status: 0 when every step passed, 1 when a step failed, 2 on bad usage.
+USAGE
+}
+
+log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# shellcheck source=scripts/lib/tools.sh
+source "$ROOT/scripts/lib/tools.sh"
+
+step_fmt() {
+  log "cargo fmt --check"
+  cargo fmt --all -- --check
+}
+
+step_clippy() {
+  log "cargo clippy --all-targets -D warnings"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+}
+
+step_tests() {
+  log "test suites (nextest) and doc tests"
+  if command -v cargo-nextest >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast --profile ci
+  else
+    cargo test --workspace --locked --no-fail-fast
+  fi
+  cargo test --workspace --locked --doc
+}
+
+step_bench_check() {
+  log "benchmarks compile and run once (no timing asserted)"
+  cargo bench --workspace --locked --no-run
+}
+
+# Fails when a process started by the tests outlived them.
+check_no_leftovers() {
+  local left
+  left="$(pgrep -af "$LOGPIPE_TOOLS/bin/tansu|logpipe-test-" || true)"
+  if [[ -n "$left" ]]; then
+    log "processes left behind by the tests:"
+    printf '%s\n' "$left" >&2
+    return 1
+  fi
+}
+
+cleanup() {
+  local rc=$?
+  # Anything started under this run's process group that is still alive.
+  pkill -f "logpipe-test-$$" 2>/dev/null || true
+  exit "$rc"
+}
+
+main() {
+  local install=1 only=""
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --no-install) install=0 ;;
+      --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; only="$2"; shift ;;
+      *) log "unknown argument: $1"; usage >&2; exit 2 ;;
+    esac
+    shift
+  done
+  trap cleanup EXIT
+  cd "$ROOT"
+  tools_env
+  if [[ "$install" == 1 ]]; then
+    ensure_tools
+  fi
+  case "$only" in
+    "") step_fmt; step_clippy; step_tests; step_bench_check; check_no_leftovers ;;
+    install) ensure_tools ;;
+    fmt) step_fmt ;;
+    clippy) step_clippy ;;
+    tests) step_tests; check_no_leftovers ;;
+    bench-check) step_bench_check ;;
+    *) log "unknown step: $only"; exit 2 ;;
+  esac
+  log "all checks passed"
+}
+
+main "$@"
