@@ -1,0 +1,227 @@
+//! Batching per label set (one Loki stream per batch, so a stream that is rate-limited or
+//! rejected never holds up the others): flush on records, bytes or age (defaults 10,000 /
+//! 1 MiB / 1 s, like Promtail). Every entry carries the Kafka position it came from, so its
+//! offset can be released exactly when Loki (or the dead-letter topic) has it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
+use schema::loki::entry_size;
+
+use crate::offsets::Generation;
+
+/// Where a record came from: what must be acknowledged to release its offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Assignment generation of the partition when the record was read.
+    pub generation: Generation,
+    /// Kafka offset.
+    pub offset: i64,
+}
+
+/// Entries of one stream waiting to be pushed.
+#[derive(Debug)]
+pub struct Batch {
+    /// The stream's label selector.
+    pub labels: Arc<str>,
+    /// The entries, in arrival order (sorted by timestamp when the push is built).
+    pub entries: Vec<EntryAdapter>,
+    /// The Kafka position of each entry (same index).
+    pub held: Vec<Held>,
+    /// Approximate uncompressed bytes.
+    pub bytes: usize,
+    /// Kafka timestamp (ms) of the oldest message, for the end-to-end latency metric.
+    pub oldest_kafka_ms: Option<i64>,
+    started: Instant,
+}
+
+impl Batch {
+    fn new(labels: Arc<str>) -> Self {
+        Self {
+            labels,
+            entries: Vec::new(),
+            held: Vec::new(),
+            bytes: 0,
+            oldest_kafka_ms: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Sorts entries by timestamp (keeping arrival order for equal ones), with their positions.
+    pub fn sort(&mut self) {
+        if self.entries.windows(2).all(|w| w[0].nanos() <= w[1].nanos()) {
+            return;
+        }
+        let mut idx: Vec<usize> = (0..self.entries.len()).collect();
+        idx.sort_by_key(|&i| self.entries[i].nanos());
+        let mut entries: Vec<Option<EntryAdapter>> =
+            std::mem::take(&mut self.entries).into_iter().map(Some).collect();
+        self.entries = idx.iter().filter_map(|&i| entries[i].take()).collect();
+        self.held = idx.iter().map(|&i| self.held[i]).collect();
+    }
+
+    /// The push request of a slice of this stream's entries.
+    pub fn push_request(labels: &str, entries: &[EntryAdapter]) -> PushRequest {
+        PushRequest {
+            streams: vec![StreamAdapter {
+                labels: labels.to_owned(),
+                entries: entries.to_vec(),
+                hash: 0,
+            }],
+        }
+    }
+}
+
+/// Open batches by label set.
+#[derive(Debug)]
+pub struct Batcher {
+    open: HashMap<Arc<str>, Batch>,
+    max_records: usize,
+    max_bytes: usize,
+    max_wait: Duration,
+}
+
+impl Batcher {
+    /// A batcher with the flush thresholds.
+    pub fn new(max_records: usize, max_bytes: usize, max_wait: Duration) -> Self {
+        Self {
+            open: HashMap::new(),
+            max_records,
+            max_bytes,
+            max_wait,
+        }
+    }
+
+    /// Adds an entry; returns the stream's batch when it reached a size threshold.
+    pub fn add(
+        &mut self,
+        labels: &Arc<str>,
+        entry: EntryAdapter,
+        held: Held,
+        kafka_ms: Option<i64>,
+    ) -> Option<Batch> {
+        let size = entry_size(&entry);
+        let batch = match self.open.get_mut(labels) {
+            Some(b) => b,
+            None => self
+                .open
+                .entry(labels.clone())
+                .or_insert_with(|| Batch::new(labels.clone())),
+        };
+        // A single entry bigger than the byte limit still goes out alone.
+        batch.entries.push(entry);
+        batch.held.push(held);
+        batch.bytes += size;
+        if let Some(ts) = kafka_ms {
+            batch.oldest_kafka_ms = Some(batch.oldest_kafka_ms.map_or(ts, |o| o.min(ts)));
+        }
+        if batch.entries.len() >= self.max_records || batch.bytes >= self.max_bytes {
+            return self.open.remove(labels);
+        }
+        None
+    }
+
+    /// Removes and returns batches whose oldest entry waited at least the maximum wait.
+    pub fn take_aged(&mut self, now: Instant) -> Vec<Batch> {
+        let aged: Vec<Arc<str>> = self
+            .open
+            .iter()
+            .filter(|(_, b)| now.duration_since(b.started) >= self.max_wait)
+            .map(|(k, _)| k.clone())
+            .collect();
+        aged.iter().filter_map(|k| self.open.remove(k)).collect()
+    }
+
+    /// Removes and returns every open batch.
+    pub fn take_all(&mut self) -> Vec<Batch> {
+        self.open.drain().map(|(_, b)| b).collect()
+    }
+
+    /// When the oldest open batch becomes due, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.open.values().map(|b| b.started + self.max_wait).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::loki::proto::Timestamp;
+
+    fn e(ts: i64, line: &str) -> EntryAdapter {
+        EntryAdapter {
+            timestamp: Some(Timestamp::from_nanos(ts)),
+            line: line.into(),
+            structured_metadata: vec![],
+        }
+    }
+
+    fn h(offset: i64) -> Held {
+        Held {
+            partition: 0,
+            generation: 1,
+            offset,
+        }
+    }
+
+    #[test]
+    fn flushes_a_stream_at_its_record_limit_only() {
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(60));
+        let a: Arc<str> = Arc::from("{a=\"1\"}");
+        let c: Arc<str> = Arc::from("{a=\"2\"}");
+        assert!(b.add(&a, e(1, "x"), h(0), None).is_none());
+        assert!(b.add(&c, e(1, "x"), h(1), None).is_none());
+        let full = b.add(&a, e(2, "y"), h(2), Some(5)).unwrap();
+        assert_eq!(full.len(), 2);
+        assert_eq!(full.held, vec![h(0), h(2)]);
+        assert_eq!(b.take_all().len(), 1);
+    }
+
+    #[test]
+    fn flushes_at_the_byte_limit() {
+        let mut b = Batcher::new(100, 100, Duration::from_secs(60));
+        let a: Arc<str> = Arc::from("{}");
+        assert!(b.add(&a, e(1, &"x".repeat(50)), h(0), None).is_none());
+        assert!(b.add(&a, e(1, &"x".repeat(50)), h(1), None).is_some());
+    }
+
+    #[test]
+    fn aged_batches_are_taken_after_the_wait() {
+        let mut b = Batcher::new(100, 1 << 20, Duration::from_millis(50));
+        let a: Arc<str> = Arc::from("{}");
+        b.add(&a, e(1, "x"), h(0), None);
+        let now = Instant::now();
+        assert!(b.take_aged(now).is_empty());
+        assert!(b.next_due().is_some());
+        assert_eq!(b.take_aged(now + Duration::from_millis(60)).len(), 1);
+        assert!(b.next_due().is_none());
+    }
+
+    #[test]
+    fn sorting_keeps_positions_aligned_and_equal_timestamps_stable() {
+        let mut batch = Batch::new(Arc::from("{}"));
+        for (ts, line, off) in [(3, "c", 0), (1, "a1", 1), (2, "b", 2), (1, "a2", 3)] {
+            batch.entries.push(e(ts, line));
+            batch.held.push(h(off));
+        }
+        batch.sort();
+        let lines: Vec<_> = batch.entries.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(lines, ["a1", "a2", "b", "c"]);
+        let offs: Vec<_> = batch.held.iter().map(|h| h.offset).collect();
+        assert_eq!(offs, [1, 3, 2, 0]);
+    }
+}

@@ -1,0 +1,393 @@
+//! The consumer's settings: one flat struct, every field's environment name is its key in upper
+//! case (DESIGN.md, "Configuration"). Loaded by [`service::config::load`]; [`ConsumerConfig::validate`]
+//! fails before any port is bound or connection made, naming the key.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use schema::labels::{LabelPolicy, MAX_LABELS};
+use schema::loki::limits::Limits;
+use serde::{Deserialize, Serialize};
+use service::config::{ConfigError, Secret};
+
+/// How a line over Loki's `max_line_size` is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OversizeLines {
+    /// Send the record to the dead-letter topic (nothing is altered).
+    Dlq,
+    /// Cut the line to the limit (marked with `…[truncated]`) and push it.
+    Truncate,
+}
+
+/// Push body encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Protobuf in a raw snappy block (what Promtail sends).
+    Protobuf,
+    /// JSON (optionally gzip, see `loki_gzip`).
+    Json,
+}
+
+/// Every setting of the consumer. Environment name = key in upper case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// Kafka bootstrap servers, comma-separated. Default `localhost:9092`.
+    pub kafka_bootstrap_servers: String,
+    /// Topic to consume. Default `logs`.
+    pub kafka_topic: String,
+    /// Consumer group id. Default `log-consumer`.
+    pub kafka_group_id: String,
+    /// Dead-letter topic for records Loki will never accept. Default `logs-dlq`.
+    pub kafka_dlq_topic: String,
+    /// Where a group without committed offsets starts: `earliest` or `latest`. Default
+    /// `earliest` (nothing already in the topic is skipped).
+    pub kafka_auto_offset_reset: String,
+    /// Group session timeout. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub kafka_session_timeout: Duration,
+    /// How often stored (delivered) offsets are committed. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub kafka_commit_interval: Duration,
+    /// Extra librdkafka properties, `key=value` pairs separated by commas (e.g.
+    /// `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`). Default empty.
+    pub kafka_extra_properties: Vec<String>,
+    /// SASL password for Kafka, when `sasl.username` is set in the extra properties. Secret.
+    pub kafka_sasl_password: Secret,
+    /// `FEATURE_NEW_CONSUMER`: cooperative-sticky incremental rebalancing instead of eager
+    /// range assignment. Default `false`.
+    pub feature_new_consumer: bool,
+    /// `FEATURE_ENHANCED_METRICS`: per-partition and per-service/level series. Default `false`.
+    pub feature_enhanced_metrics: bool,
+
+    /// Loki base URL. Default `http://localhost:3100`.
+    pub loki_url: String,
+    /// Tenant sent as `X-Scope-OrgID`; empty sends none. Default empty.
+    pub loki_tenant_id: String,
+    /// Basic-auth user name; empty for none. Default empty.
+    pub loki_username: String,
+    /// Basic-auth password. Secret.
+    pub loki_password: Secret,
+    /// Bearer token (instead of basic auth). Secret.
+    pub loki_bearer_token: Secret,
+    /// Push encoding: `protobuf` or `json`. Default `protobuf`.
+    pub loki_encoding: Encoding,
+    /// Gzip JSON push bodies. Default `false`.
+    pub loki_gzip: bool,
+    /// Timeout of one push request. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub loki_timeout: Duration,
+    /// PEM file of extra CA certificates for Loki's TLS. Default empty.
+    pub loki_tls_ca_file: String,
+    /// Accept any TLS certificate from Loki (testing only). Default `false`.
+    pub loki_tls_insecure_skip_verify: bool,
+    /// Loki's `max_line_size` in bytes, checked before sending. Default 262144.
+    pub loki_max_line_size: usize,
+    /// Loki's `reject_old_samples_max_age`; older records go to the dead-letter topic.
+    /// `0s` disables the check. Default `7days`.
+    #[serde(with = "humantime_serde")]
+    pub loki_reject_old_samples_max_age: Duration,
+    /// Loki's `creation_grace_period`: how far in the future a record may be. Default `10m`.
+    #[serde(with = "humantime_serde")]
+    pub loki_creation_grace_period: Duration,
+    /// Loki's `max_chunk_age`; a record more than half of it behind the newest of its stream
+    /// is refused by Loki. Default `2h`.
+    #[serde(with = "humantime_serde")]
+    pub loki_max_chunk_age: Duration,
+    /// What to do with a line over `loki_max_line_size`: `dlq` or `truncate`. Default `dlq`.
+    pub oversize_lines: OversizeLines,
+
+    /// Flush a stream's batch at this many bytes. Default 1 MiB (as Promtail).
+    pub batch_max_bytes: usize,
+    /// Flush a stream's batch at this many records. Default 10000.
+    pub batch_max_records: usize,
+    /// Flush a stream's batch when its oldest record waited this long. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_wait: Duration,
+    /// Pushes in flight at once. Default 4.
+    pub max_in_flight_pushes: usize,
+    /// Records held (batching, in flight, retrying) before consumption pauses. Default 100000.
+    pub buffer_max_records: usize,
+    /// Bytes held before consumption pauses. Default 64 MiB.
+    pub buffer_max_bytes: usize,
+    /// First retry delay for 429, 5xx and network errors. Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub retry_min_backoff: Duration,
+    /// Longest retry delay. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// Attempts before a retriable push is given up (its records then go to the dead-letter
+    /// topic); 0 retries forever. Default 0.
+    pub retry_max_attempts: u32,
+    /// Retry interval while Loki answers 401/403/404 (misconfiguration). Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub misconfig_retry_interval: Duration,
+
+    /// Record fields that become stream labels. Default `service,level`.
+    pub label_fields: Vec<String>,
+    /// Record fields copied to structured metadata. Default `trace_id,span_id,request_id`.
+    pub metadata_fields: Vec<String>,
+    /// Distinct label sets before new label values are folded into `other`. Default 1000.
+    pub max_label_sets: usize,
+    /// Deployment environment, sent as the `environment` label. Default `development`.
+    pub environment: String,
+
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`). Default `0.0.0.0:8001`.
+    pub http_listen: SocketAddr,
+    /// Log filter, e.g. `info` or `info,rdkafka=warn`. Default `info`.
+    pub log_level: String,
+    /// Log format: `json` or `text`; empty picks JSON unless stderr is a terminal.
+    pub log_format: String,
+    /// Bound on flushing at shutdown. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// How often Loki's `/ready` is checked for readiness. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub loki_ready_interval: Duration,
+    /// How often consumer lag is refreshed (librdkafka statistics interval). Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub lag_interval: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            kafka_bootstrap_servers: "localhost:9092".into(),
+            kafka_topic: "logs".into(),
+            kafka_group_id: "log-consumer".into(),
+            kafka_dlq_topic: "logs-dlq".into(),
+            kafka_auto_offset_reset: "earliest".into(),
+            kafka_session_timeout: Duration::from_secs(10),
+            kafka_commit_interval: Duration::from_secs(1),
+            kafka_extra_properties: Vec::new(),
+            kafka_sasl_password: Secret::default(),
+            feature_new_consumer: false,
+            feature_enhanced_metrics: false,
+            loki_url: "http://localhost:3100".into(),
+            loki_tenant_id: String::new(),
+            loki_username: String::new(),
+            loki_password: Secret::default(),
+            loki_bearer_token: Secret::default(),
+            loki_encoding: Encoding::Protobuf,
+            loki_gzip: false,
+            loki_timeout: Duration::from_secs(10),
+            loki_tls_ca_file: String::new(),
+            loki_tls_insecure_skip_verify: false,
+            loki_max_line_size: limits.max_line_size,
+            loki_reject_old_samples_max_age: limits.reject_old_samples_max_age,
+            loki_creation_grace_period: limits.creation_grace_period,
+            loki_max_chunk_age: limits.max_chunk_age,
+            oversize_lines: OversizeLines::Dlq,
+            batch_max_bytes: 1024 * 1024,
+            batch_max_records: 10_000,
+            batch_max_wait: Duration::from_secs(1),
+            max_in_flight_pushes: 4,
+            buffer_max_records: 100_000,
+            buffer_max_bytes: 64 * 1024 * 1024,
+            retry_min_backoff: Duration::from_millis(250),
+            retry_max_backoff: Duration::from_secs(30),
+            retry_max_attempts: 0,
+            misconfig_retry_interval: Duration::from_secs(30),
+            label_fields: vec!["service".into(), "level".into()],
+            metadata_fields: vec!["trace_id".into(), "span_id".into(), "request_id".into()],
+            max_label_sets: 1000,
+            environment: "development".into(),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
+            log_level: "info".into(),
+            log_format: String::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            loki_ready_interval: Duration::from_secs(5),
+            lag_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConsumerConfig {
+    /// Checks values that parse but cannot work; names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(ConfigError::invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)?;
+        nonempty("kafka_topic", &self.kafka_topic)?;
+        nonempty("kafka_group_id", &self.kafka_group_id)?;
+        nonempty("kafka_dlq_topic", &self.kafka_dlq_topic)?;
+        if self.kafka_dlq_topic == self.kafka_topic {
+            return Err(ConfigError::invalid(
+                "kafka_dlq_topic",
+                "must differ from kafka_topic",
+            ));
+        }
+        if !matches!(self.kafka_auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(ConfigError::invalid(
+                "kafka_auto_offset_reset",
+                "must be earliest or latest",
+            ));
+        }
+        for p in &self.kafka_extra_properties {
+            if !p.contains('=') {
+                return Err(ConfigError::invalid(
+                    "kafka_extra_properties",
+                    format!("{p:?} is not key=value"),
+                ));
+            }
+        }
+        match reqwest::Url::parse(&self.loki_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(ConfigError::invalid(
+                    "loki_url",
+                    format!("scheme {:?} is not http or https", u.scheme()),
+                ))
+            }
+            Err(e) => return Err(ConfigError::invalid("loki_url", e.to_string())),
+        }
+        if !self.loki_username.is_empty() && !self.loki_bearer_token.is_empty() {
+            return Err(ConfigError::invalid(
+                "loki_bearer_token",
+                "set either loki_username/loki_password or loki_bearer_token, not both",
+            ));
+        }
+        let positive = |key: &str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::invalid(key, "must be greater than 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("batch_max_bytes", self.batch_max_bytes)?;
+        positive("batch_max_records", self.batch_max_records)?;
+        positive("max_in_flight_pushes", self.max_in_flight_pushes)?;
+        positive("buffer_max_records", self.buffer_max_records)?;
+        positive("buffer_max_bytes", self.buffer_max_bytes)?;
+        positive("loki_max_line_size", self.loki_max_line_size)?;
+        positive("max_label_sets", self.max_label_sets)?;
+        if self.buffer_max_bytes < self.batch_max_bytes {
+            return Err(ConfigError::invalid(
+                "buffer_max_bytes",
+                "must be at least batch_max_bytes",
+            ));
+        }
+        if self.batch_max_wait.is_zero() {
+            return Err(ConfigError::invalid("batch_max_wait", "must be greater than 0"));
+        }
+        if self.retry_min_backoff > self.retry_max_backoff {
+            return Err(ConfigError::invalid(
+                "retry_min_backoff",
+                "must not exceed retry_max_backoff",
+            ));
+        }
+        if self.label_fields.len() + 2 > MAX_LABELS {
+            return Err(ConfigError::invalid(
+                "label_fields",
+                format!("at most {} fields (source and environment are added)", MAX_LABELS - 2),
+            ));
+        }
+        self.label_policy()
+            .validate()
+            .map_err(|e| ConfigError::invalid("label_fields", e.to_string()))?;
+        if !matches!(self.log_format.as_str(), "" | "json" | "text") {
+            return Err(ConfigError::invalid("log_format", "must be json or text"));
+        }
+        Ok(())
+    }
+
+    /// The label policy these settings describe.
+    pub fn label_policy(&self) -> LabelPolicy {
+        let mut p = LabelPolicy::with_environment(&self.environment);
+        p.record_labels = self.label_fields.clone();
+        p.metadata_fields = self.metadata_fields.clone();
+        p
+    }
+
+    /// Loki's limits as configured, for pre-flight checks.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_line_size: self.loki_max_line_size,
+            reject_old_samples: !self.loki_reject_old_samples_max_age.is_zero(),
+            reject_old_samples_max_age: self.loki_reject_old_samples_max_age,
+            creation_grace_period: self.loki_creation_grace_period,
+            max_chunk_age: self.loki_max_chunk_age,
+            ..Limits::default()
+        }
+    }
+
+    /// Active feature flags, by name.
+    pub fn feature_flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.feature_new_consumer {
+            f.push("new_consumer".to_owned());
+        }
+        if self.feature_enhanced_metrics {
+            f.push("enhanced_metrics".to_owned());
+        }
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<ConsumerConfig, ConfigError> {
+        let env: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let c: ConsumerConfig = service::config::load(None, &env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn default_config_loads_and_validates() {
+        assert_eq!(load(&[]).unwrap(), ConsumerConfig::default());
+    }
+
+    #[test]
+    fn seed_environment_names_work() {
+        let c = load(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
+            ("LOKI_URL", "https://loki.example:3100"),
+            ("ENVIRONMENT", "staging"),
+            ("FEATURE_NEW_CONSUMER", "true"),
+            ("LOKI_ENCODING", "json"),
+            ("BATCH_MAX_WAIT", "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.kafka_bootstrap_servers, "kafka:9092");
+        assert!(c.feature_new_consumer);
+        assert_eq!(c.loki_encoding, Encoding::Json);
+        assert_eq!(c.batch_max_wait, Duration::from_millis(250));
+        assert_eq!(c.feature_flags(), ["new_consumer"]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        for (k, v, key) in [
+            ("LOKI_URL", "ftp://x", "loki_url"),
+            ("LOKI_URL", "not a url", "loki_url"),
+            ("KAFKA_DLQ_TOPIC", "logs", "kafka_dlq_topic"),
+            ("BATCH_MAX_BYTES", "0", "batch_max_bytes"),
+            ("LOKI_ENCODING", "xml", "loki_encoding"),
+            ("LABEL_FIELDS", "service,trace_id", "label_fields"),
+            ("KAFKA_AUTO_OFFSET_RESET", "middle", "kafka_auto_offset_reset"),
+            ("OVERSIZE_LINES", "drop", "oversize_lines"),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let c = load(&[("LOKI_PASSWORD", "hunter2"), ("LOKI_USERNAME", "u")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The Kafka side: consumer-group client settings (at-least-once: offsets are stored by the
+//! pipeline only after delivery, `enable.auto.offset.store=false`), rebalance callbacks that
+//! commit what is delivered before partitions leave, and consumer lag from librdkafka's
+//! statistics (high watermark minus the stored offset, for assigned partitions only, so it stays
+//! right across rebalances).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::ClientConfig;
+use thiserror::Error;
+
+use crate::config::ConsumerConfig;
+use crate::metrics::Metrics;
+
+/// The consumer type used by the pipeline.
+pub type LogConsumer = StreamConsumer<PipelineContext>;
+
+/// A change of assignment, queued by the callbacks for the pipeline loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignmentChange {
+    /// Partitions added.
+    Assigned(Vec<i32>),
+    /// Partitions removed.
+    Revoked(Vec<i32>),
+}
+
+/// Kafka could not be set up.
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    /// librdkafka refused the configuration or could not start.
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    /// A topic the consumer needs does not exist.
+    #[error("topic {0:?} does not exist on {1} (create it first, e.g. scripts/create-topics.sh)")]
+    MissingTopic(String, String),
+}
+
+/// Callbacks of the consumer: rebalances and statistics.
+pub struct PipelineContext {
+    topic: String,
+    metrics: Metrics,
+    changes: Mutex<Vec<AssignmentChange>>,
+    assigned: Mutex<BTreeSet<i32>>,
+}
+
+impl PipelineContext {
+    fn new(topic: &str, metrics: Metrics) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            metrics,
+            changes: Mutex::new(Vec::new()),
+            assigned: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Takes the assignment changes queued since the last call.
+    pub fn take_changes(&self) -> Vec<AssignmentChange> {
+        self.changes
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+
+    /// Partitions currently assigned.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .map(|a| a.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn partitions_of(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+
+    fn record(&self, change: AssignmentChange) {
+        if let Ok(mut a) = self.assigned.lock() {
+            match &change {
+                AssignmentChange::Assigned(p) => a.extend(p.iter().copied()),
+                AssignmentChange::Revoked(p) => {
+                    for x in p {
+                        a.remove(x);
+                    }
+                }
+            }
+            self.metrics.assigned_partitions.set(a.len() as i64);
+        }
+        if let Ok(mut c) = self.changes.lock() {
+            c.push(change);
+        }
+    }
+}
+
+/// Treats "nothing to commit" as success.
+pub fn commit_result(r: KafkaResult<()>) -> KafkaResult<()> {
+    match r {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        other => other,
+    }
+}
+
+impl ClientContext for PipelineContext {
+    fn stats(&self, stats: Statistics) {
+        let assigned = self.assigned();
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            self.metrics.set_lag(&[], &assigned);
+            return;
+        };
+        let mut lags = Vec::new();
+        for (&p, s) in &topic.partitions {
+            if p < 0 || !assigned.contains(&p) || s.hi_offset < 0 {
+                continue;
+            }
+            let base = if s.stored_offset >= 0 {
+                s.stored_offset
+            } else if s.committed_offset >= 0 {
+                s.committed_offset
+            } else {
+                s.lo_offset.max(0)
+            };
+            lags.push((p, (s.hi_offset - base).max(0)));
+        }
+        let previous: Vec<i32> = topic.partitions.keys().copied().collect();
+        self.metrics.set_lag(&lags, &previous);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for PipelineContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = self.partitions_of(tpl);
+                // Commit what is delivered before the partitions go; what is still in flight
+                // stays uncommitted and will be re-read by the next owner (Loki drops the
+                // duplicates).
+                let r = commit_result(consumer.commit_consumer_state(CommitMode::Sync));
+                self.metrics.committed(&r);
+                self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+                tracing::info!(partitions = ?parts, "partitions revoked");
+                self.record(AssignmentChange::Revoked(parts));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                self.metrics.rebalances.with_label_values(&["error"]).inc();
+                tracing::warn!(error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts = self.partitions_of(tpl);
+            self.metrics.rebalances.with_label_values(&["assign"]).inc();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+            self.record(AssignmentChange::Assigned(parts));
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        self.metrics.committed(&commit_result(result));
+    }
+}
+
+/// The librdkafka settings shared by the consumer and the dead-letter producer.
+pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
+        .set("client.id", "logpipe-consumer");
+    for p in &config.kafka_extra_properties {
+        if let Some((k, v)) = p.split_once('=') {
+            c.set(k.trim(), v.trim());
+        }
+    }
+    if !config.kafka_sasl_password.is_empty() {
+        c.set("sasl.password", config.kafka_sasl_password.expose());
+    }
+    c
+}
+
+/// Creates the group consumer and subscribes it, after checking both topics exist.
+pub fn create_consumer(
+    config: &ConsumerConfig,
+    metrics: Metrics,
+) -> Result<LogConsumer, KafkaSetupError> {
+    let mut c = base_client_config(config);
+    c.set("group.id", &config.kafka_group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.commit.interval.ms",
+            config.kafka_commit_interval.as_millis().max(100).to_string(),
+        )
+        .set("auto.offset.reset", &config.kafka_auto_offset_reset)
+        .set(
+            "session.timeout.ms",
+            config.kafka_session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka_session_timeout.as_millis() / 4).max(100).to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            config.lag_interval.as_millis().max(100).to_string(),
+        )
+        // Bound librdkafka's own prefetch so memory follows our buffer settings.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608")
+        .set(
+            "partition.assignment.strategy",
+            if config.feature_new_consumer {
+                "cooperative-sticky"
+            } else {
+                "range"
+            },
+        );
+    let consumer: LogConsumer =
+        c.create_with_context(PipelineContext::new(&config.kafka_topic, metrics))?;
+    for topic in [&config.kafka_topic, &config.kafka_dlq_topic] {
+        check_topic(&consumer, topic, &config.kafka_bootstrap_servers)?;
+    }
+    consumer.subscribe(&[&config.kafka_topic])?;
+    Ok(consumer)
+}
+
+fn check_topic(
+    consumer: &LogConsumer,
+    topic: &str,
+    servers: &str,
+) -> Result<(), KafkaSetupError> {
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let ok = md
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(KafkaSetupError::MissingTopic(topic.to_owned(), servers.to_owned()))
+    }
+}

@@ -1,0 +1,331 @@
+//! The Loki push client (LOKI.md, "Request" and "Answers"): encodes a push (protobuf + snappy by
+//! default, JSON with optional gzip as a switch), sends it with tenant and credentials, and
+//! classifies the answer into what the pipeline must do next. Retrying lives in
+//! [`crate::deliver`]; this module makes one attempt.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use schema::loki::codec::{encode_json, encode_json_gzip, EncodeError, ProtobufEncoder};
+use schema::loki::proto::PushRequest;
+use thiserror::Error;
+
+use crate::config::{ConsumerConfig, Encoding};
+use crate::metrics::RetryReason;
+
+/// The client cannot be built from the configuration.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The URL does not parse.
+    #[error("loki_url: {0}")]
+    Url(String),
+    /// A header value (tenant, credentials) is not valid in HTTP.
+    #[error("{0} contains characters not allowed in an HTTP header")]
+    Header(&'static str),
+    /// The CA file cannot be read or parsed.
+    #[error("loki_tls_ca_file {path}: {reason}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// reqwest refused the settings.
+    #[error("building the HTTP client: {0}")]
+    Build(#[from] reqwest::Error),
+}
+
+/// What one push attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx: Loki has every entry.
+    Accepted,
+    /// 400 (or another 4xx that is not about credentials): Loki refused some entries and may
+    /// have stored the others. Carries Loki's text.
+    Rejected {
+        /// Status code.
+        status: u16,
+        /// Loki's (aggregated) error text.
+        body: String,
+    },
+    /// 413: the body is over the server's limit; split and retry.
+    TooLarge,
+    /// Worth retrying later: 429, 5xx, network errors, timeouts.
+    Retry {
+        /// Why.
+        reason: RetryReason,
+        /// The server's `Retry-After`, when given.
+        retry_after: Option<Duration>,
+        /// Status or error text, for logs.
+        detail: String,
+    },
+    /// 401, 403, 404: misconfigured URL, tenant or credentials.
+    Misconfigured {
+        /// Status code.
+        status: u16,
+        /// Answer text.
+        body: String,
+    },
+}
+
+/// A Loki push client. Cheap to clone.
+#[derive(Clone)]
+pub struct LokiClient {
+    http: reqwest::Client,
+    push_url: reqwest::Url,
+    ready_url: reqwest::Url,
+    encoding: Encoding,
+    gzip: bool,
+}
+
+impl std::fmt::Debug for LokiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LokiClient")
+            .field("push_url", &self.push_url.as_str())
+            .field("encoding", &self.encoding)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LokiClient {
+    /// Builds a client from the settings (credentials are read here and never logged).
+    pub fn new(config: &ConsumerConfig) -> Result<Self, ClientError> {
+        let base = reqwest::Url::parse(config.loki_url.trim_end_matches('/'))
+            .map_err(|e| ClientError::Url(e.to_string()))?;
+        let join = |path: &str| {
+            let mut u = base.clone();
+            let p = format!("{}{}", u.path().trim_end_matches('/'), path);
+            u.set_path(&p);
+            u
+        };
+        let mut headers = HeaderMap::new();
+        if !config.loki_tenant_id.is_empty() {
+            headers.insert(
+                "X-Scope-OrgID",
+                HeaderValue::from_str(&config.loki_tenant_id)
+                    .map_err(|_| ClientError::Header("loki_tenant_id"))?,
+            );
+        }
+        if !config.loki_bearer_token.is_empty() {
+            let mut v = HeaderValue::from_str(&format!(
+                "Bearer {}",
+                config.loki_bearer_token.expose()
+            ))
+            .map_err(|_| ClientError::Header("loki_bearer_token"))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        } else if !config.loki_username.is_empty() {
+            let raw = format!(
+                "{}:{}",
+                config.loki_username,
+                config.loki_password.expose()
+            );
+            let mut v = HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes())))
+                .map_err(|_| ClientError::Header("loki_username"))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.loki_timeout)
+            .connect_timeout(config.loki_timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("logpipe-consumer/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(config.loki_tls_insecure_skip_verify);
+        if !config.loki_tls_ca_file.is_empty() {
+            let pem = std::fs::read(&config.loki_tls_ca_file).map_err(|e| ClientError::Ca {
+                path: config.loki_tls_ca_file.clone(),
+                reason: e.to_string(),
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::Ca {
+                path: config.loki_tls_ca_file.clone(),
+                reason: e.to_string(),
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: builder.build()?,
+            push_url: join("/loki/api/v1/push"),
+            ready_url: join("/ready"),
+            encoding: config.loki_encoding,
+            gzip: config.loki_gzip,
+        })
+    }
+
+    /// Encodes a push body in the configured format.
+    pub fn encode(
+        &self,
+        push: &PushRequest,
+        encoder: &mut ProtobufEncoder,
+    ) -> Result<Bytes, EncodeError> {
+        match (self.encoding, self.gzip) {
+            (Encoding::Protobuf, _) => {
+                let mut out = Vec::new();
+                encoder.encode(push, &mut out)?;
+                Ok(Bytes::from(out))
+            }
+            (Encoding::Json, false) => encode_json(push).map(Bytes::from),
+            (Encoding::Json, true) => encode_json_gzip(push).map(Bytes::from),
+        }
+    }
+
+    /// One push attempt; returns the outcome and the request's duration.
+    pub async fn push(&self, body: Bytes) -> (Outcome, Option<u16>, Duration) {
+        let started = Instant::now();
+        let mut req = self.http.post(self.push_url.clone()).body(body);
+        req = match (self.encoding, self.gzip) {
+            (Encoding::Protobuf, _) => req.header(CONTENT_TYPE, "application/x-protobuf"),
+            (Encoding::Json, false) => req.header(CONTENT_TYPE, "application/json"),
+            (Encoding::Json, true) => req
+                .header(CONTENT_TYPE, "application/json")
+                .header(CONTENT_ENCODING, "gzip"),
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    Outcome::Retry {
+                        reason: RetryReason::Network,
+                        retry_after: None,
+                        detail: error_chain(&e),
+                    },
+                    None,
+                    started.elapsed(),
+                )
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if resp.status().is_success() {
+            return (Outcome::Accepted, Some(status), started.elapsed());
+        }
+        let body = match resp.text().await {
+            Ok(t) => t.chars().take(4096).collect::<String>(),
+            Err(e) => e.to_string(),
+        };
+        let outcome = classify(status, retry_after, body);
+        (outcome, Some(status), started.elapsed())
+    }
+
+    /// GETs Loki's `/ready`; `Err` with the reason when not ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self.http.get(self.ready_url.clone()).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{} answered {}", self.ready_url, r.status())),
+            Err(e) => Err(format!("{}: {}", self.ready_url, error_chain(&e))),
+        }
+    }
+}
+
+/// Maps a non-2xx status to what to do.
+pub fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome {
+    match status {
+        401 | 403 | 404 => Outcome::Misconfigured { status, body },
+        413 => Outcome::TooLarge,
+        429 => Outcome::Retry {
+            reason: RetryReason::RateLimited,
+            retry_after,
+            detail: format!("429: {body}"),
+        },
+        // 408 (timeout) is transient like a 5xx.
+        408 | 500..=599 => Outcome::Retry {
+            reason: RetryReason::ServerError,
+            retry_after,
+            detail: format!("{status}: {body}"),
+        },
+        _ => Outcome::Rejected { status, body },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// Standard base64 (for the basic-auth header), without pulling in a crate for 20 lines.
+fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(char::from(T[(n >> 18) as usize & 63]));
+        out.push(char::from(T[(n >> 12) as usize & 63]));
+        out.push(if chunk.len() > 1 {
+            char::from(T[(n >> 6) as usize & 63])
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            char::from(T[n as usize & 63])
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_actions() {
+        assert!(matches!(classify(401, None, String::new()), Outcome::Misconfigured { .. }));
+        assert!(matches!(classify(404, None, String::new()), Outcome::Misconfigured { .. }));
+        assert_eq!(classify(413, None, String::new()), Outcome::TooLarge);
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(3)), String::new()),
+            Outcome::Retry { reason: RetryReason::RateLimited, retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            classify(503, None, String::new()),
+            Outcome::Retry { reason: RetryReason::ServerError, .. }
+        ));
+        assert!(matches!(classify(400, None, "x".into()), Outcome::Rejected { status: 400, .. }));
+        assert!(matches!(classify(422, None, "x".into()), Outcome::Rejected { status: 422, .. }));
+    }
+
+    #[test]
+    fn push_and_ready_urls_keep_a_path_prefix() {
+        let c = ConsumerConfig {
+            loki_url: "http://gw:8080/loki-a/".into(),
+            ..ConsumerConfig::default()
+        };
+        let l = LokiClient::new(&c).unwrap();
+        assert_eq!(l.push_url.as_str(), "http://gw:8080/loki-a/loki/api/v1/push");
+        assert_eq!(l.ready_url.as_str(), "http://gw:8080/loki-a/ready");
+    }
+}

@@ -1,0 +1,236 @@
+//! Per-partition contiguous delivery watermarks (DESIGN.md, "Delivery semantics"): a
+//! partition's offset may be stored for commit only up to the first record that is not yet in
+//! Loki or the dead-letter topic, however the batches holding later records complete.
+//!
+//! Each partition tracks one flag per offset from its watermark to the newest offset received
+//! (a ring of booleans, so the cost is a byte per record held). Gaps in the offsets (compacted or
+//! transactional topics) count as done. A partition's tracker belongs to one assignment
+//! *generation*: acknowledgements for a partition that was revoked (and maybe re-assigned) since
+//! are ignored, so a late ack can never move a new owner's offsets.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Identifies one assignment of one partition to this consumer.
+pub type Generation = u64;
+
+/// The watermark state of one partition.
+#[derive(Debug)]
+struct Partition {
+    generation: Generation,
+    /// Offset of `done[0]`; also the next offset to commit (everything before is delivered).
+    base: i64,
+    done: VecDeque<bool>,
+}
+
+impl Partition {
+    fn track(&mut self, offset: i64) {
+        let end = self.base + self.done.len() as i64;
+        if self.done.is_empty() && offset > self.base {
+            // First record after (re)start may sit past the committed offset: nothing to hold
+            // before it.
+            self.base = offset;
+        } else if offset > end {
+            // A gap: those offsets hold no records for us.
+            for _ in end..offset {
+                self.done.push_back(true);
+            }
+        } else if offset < end {
+            // Redelivered (seek back); already tracked.
+            return;
+        }
+        self.done.push_back(false);
+    }
+
+    fn complete(&mut self, offset: i64) {
+        let i = offset - self.base;
+        if i < 0 {
+            return;
+        }
+        if let Some(slot) = usize::try_from(i).ok().and_then(|i| self.done.get_mut(i)) {
+            *slot = true;
+        }
+    }
+
+    /// Pops delivered offsets from the front; returns the new next-to-commit offset if it moved.
+    fn advance(&mut self) -> Option<i64> {
+        let before = self.base;
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
+            self.base += 1;
+        }
+        (self.base != before).then_some(self.base)
+    }
+}
+
+/// Watermarks of every assigned partition.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, Partition>,
+    next_generation: Generation,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts tracking a newly assigned partition; returns its generation.
+    pub fn assign(&mut self, partition: i32) -> Generation {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.partitions.insert(
+            partition,
+            Partition {
+                generation,
+                base: 0,
+                done: VecDeque::new(),
+            },
+        );
+        generation
+    }
+
+    /// Forgets a revoked partition; acks for it are ignored from now on.
+    pub fn revoke(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+
+    /// The current generation of a partition, if assigned.
+    pub fn generation(&self, partition: i32) -> Option<Generation> {
+        self.partitions.get(&partition).map(|p| p.generation)
+    }
+
+    /// Records that `offset` was received and is now held. Offsets arrive in order per
+    /// partition. Returns the partition's generation (assigning it if unknown).
+    pub fn track(&mut self, partition: i32, offset: i64) -> Generation {
+        if !self.partitions.contains_key(&partition) {
+            self.assign(partition);
+        }
+        match self.partitions.get_mut(&partition) {
+            Some(p) => {
+                p.track(offset);
+                p.generation
+            }
+            None => 0,
+        }
+    }
+
+    /// Marks offsets delivered; returns the partitions whose next-to-commit offset moved, with
+    /// that offset. Offsets of another generation are ignored.
+    pub fn complete<I>(&mut self, offsets: I) -> Vec<(i32, i64)>
+    where
+        I: IntoIterator<Item = (i32, Generation, i64)>,
+    {
+        let mut touched: Vec<i32> = Vec::new();
+        for (partition, generation, offset) in offsets {
+            if let Some(p) = self.partitions.get_mut(&partition) {
+                if p.generation == generation {
+                    p.complete(offset);
+                    if !touched.contains(&partition) {
+                        touched.push(partition);
+                    }
+                }
+            }
+        }
+        touched
+            .into_iter()
+            .filter_map(|part| {
+                self.partitions
+                    .get_mut(&part)
+                    .and_then(Partition::advance)
+                    .map(|o| (part, o))
+            })
+            .collect()
+    }
+
+    /// Records held (received, not yet delivered) per partition.
+    pub fn held(&self) -> Vec<(i32, usize)> {
+        self.partitions
+            .iter()
+            .map(|(k, p)| (*k, p.done.iter().filter(|d| !**d).count()))
+            .collect()
+    }
+
+    /// Assigned partitions.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.partitions.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_moves_only_over_contiguous_deliveries() {
+        let mut t = OffsetTracker::new();
+        let g = t.assign(0);
+        for o in 10..15 {
+            t.track(0, o);
+        }
+        assert_eq!(t.complete([(0, g, 12), (0, g, 13)]), vec![]);
+        assert_eq!(t.complete([(0, g, 10)]), vec![(0, 11)]);
+        assert_eq!(t.complete([(0, g, 11)]), vec![(0, 14)]);
+        assert_eq!(t.complete([(0, g, 14)]), vec![(0, 15)]);
+    }
+
+    #[test]
+    fn gaps_in_offsets_do_not_block_the_watermark() {
+        let mut t = OffsetTracker::new();
+        let g = t.assign(1);
+        t.track(1, 0);
+        t.track(1, 5);
+        assert_eq!(t.complete([(1, g, 0)]), vec![(1, 5)]);
+        assert_eq!(t.complete([(1, g, 5)]), vec![(1, 6)]);
+    }
+
+    #[test]
+    fn acks_from_an_earlier_generation_are_ignored() {
+        let mut t = OffsetTracker::new();
+        let old = t.assign(2);
+        t.track(2, 0);
+        t.revoke(2);
+        let new = t.assign(2);
+        assert_ne!(old, new);
+        t.track(2, 0);
+        assert_eq!(t.complete([(2, old, 0)]), vec![]);
+        assert_eq!(t.complete([(2, new, 0)]), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn partitions_advance_independently() {
+        let mut t = OffsetTracker::new();
+        let a = t.assign(0);
+        let b = t.assign(1);
+        t.track(0, 0);
+        t.track(0, 1);
+        t.track(1, 7);
+        let mut moved = t.complete([(0, a, 1), (1, b, 7)]);
+        moved.sort_unstable();
+        assert_eq!(moved, vec![(1, 8)]);
+        let mut held = t.held();
+        held.sort_unstable();
+        assert_eq!(held, vec![(0, 2), (1, 0)]);
+    }
+
+    #[test]
+    fn duplicate_and_unknown_acks_change_nothing() {
+        let mut t = OffsetTracker::new();
+        let g = t.assign(0);
+        t.track(0, 0);
+        assert_eq!(t.complete([(0, g, 0)]), vec![(0, 1)]);
+        assert_eq!(t.complete([(0, g, 0), (0, g, 99), (5, g, 0)]), vec![]);
+    }
+
+    #[test]
+    fn redelivered_offsets_are_not_tracked_twice() {
+        let mut t = OffsetTracker::new();
+        let g = t.assign(0);
+        t.track(0, 3);
+        t.track(0, 3);
+        assert_eq!(t.held(), vec![(0, 1)]);
+        assert_eq!(t.complete([(0, g, 3)]), vec![(0, 4)]);
+    }
+}

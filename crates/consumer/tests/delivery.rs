@@ -1,0 +1,254 @@
+//! The consumer against real programs: a tansu broker and the Loki-compatible receiver.
+//! Every test uses a fresh topic and group, and polls with deadlines instead of sleeping.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use schema::labels::LabelPolicy;
+use testkit::loki::{Faults, Outage, StatusStorm, FAKE_TENANT};
+
+fn logs_json_records() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../logs.json");
+    let text = std::fs::read_to_string(path).expect("logs.json");
+    let values: Vec<serde_json::Value> = serde_json::from_str(&text).expect("array");
+    values.iter().map(|v| v.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_of_logs_json_arrives_with_its_labels_metadata_line_and_timestamp() {
+    let env = Env::new(3).await;
+    let mut rc = open_receiver_config();
+    rc.limits.reject_old_samples = false;
+    let loki = receiver(rc).await;
+    let records = logs_json_records();
+    env.produce_records(&records).await;
+    let mut config = env.config(&loki);
+    config.loki_reject_old_samples_max_age = Duration::ZERO;
+    let app = spawn_app(config);
+    let n = records.len();
+    assert!(
+        wait_until(Duration::from_secs(90), || async { loki.entries(FAKE_TENANT).len() >= n }).await,
+        "only {} of {n} arrived",
+        loki.entries(FAKE_TENANT).len()
+    );
+    let stored = loki.entries(FAKE_TENANT);
+    assert_eq!(stored.len(), n, "each record exactly once");
+    let by_line: HashMap<&str, &testkit::loki::StoredEntry> =
+        stored.iter().map(|e| (e.line.as_str(), e)).collect();
+    let policy = LabelPolicy::with_environment("test");
+    for raw in &records {
+        let rec = schema::parse_record(raw).unwrap();
+        let line = rec.to_json();
+        let got = by_line.get(line.as_str()).unwrap_or_else(|| panic!("missing {line}"));
+        assert_eq!(got.timestamp, rec.timestamp.as_nanos());
+        let want_labels = policy.labels_for(&rec);
+        for (k, v) in want_labels.pairs() {
+            assert_eq!(got.labels.get(k), Some(v.as_str()), "label {k} of {line}");
+        }
+        let mut want_meta = policy.metadata_for(&rec);
+        want_meta.sort();
+        let mut got_meta = got.metadata.clone();
+        got_meta.sort();
+        assert_eq!(got_meta, want_meta, "metadata of {line}");
+    }
+    let summary = app.shutdown().await;
+    assert_eq!(summary.abandoned, 0);
+    assert_eq!(env.committed_sum(3), n as i64, "every offset committed after delivery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing() {
+    let env = Env::new(1).await;
+    let loki = receiver(open_receiver_config()).await;
+    let good = fresh_records(20, 7);
+    let mut items: Vec<(Option<String>, Vec<u8>)> = Vec::new();
+    for (i, r) in good.iter().enumerate() {
+        items.push((Some("svc".into()), r.clone().into_bytes()));
+        if i % 5 == 0 {
+            items.push((Some("svc".into()), format!("not json {i}").into_bytes()));
+            items.push((
+                Some("svc".into()),
+                br#"{"timestamp":"yesterday","level":"info","service":"a","message":"m"}"#.to_vec(),
+            ));
+        }
+    }
+    env.produce_raw(&items, false).await;
+    let app = spawn_app(env.config(&loki));
+    assert!(wait_until(Duration::from_secs(60), || async { loki.entries(FAKE_TENANT).len() >= 20 }).await);
+    let dlq = env.read_dlq(8);
+    assert_eq!(dlq.len(), 8);
+    for (value, headers) in &dlq {
+        let h: HashMap<_, _> = headers.iter().cloned().collect();
+        assert!(h["dlq-reason"] == "invalid_json" || h["dlq-reason"] == "invalid_timestamp", "{h:?}");
+        assert_eq!(h["dlq-source-topic"], env.topic);
+        assert_eq!(h["dlq-source-partition"], "0");
+        assert!(h.contains_key("dlq-source-offset") && h.contains_key("dlq-error"));
+        assert!(!value.is_empty());
+    }
+    let total = items.len() as i64;
+    assert!(
+        wait_until(Duration::from_secs(20), || async { env.committed_sum(1) == total }).await,
+        "offsets advance past poison messages: committed {} of {total}",
+        env.committed_sum(1)
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_with_partial_acceptance_dead_letters_exactly_the_rejected_entries() {
+    let env = Env::new(1).await;
+    let mut rc = open_receiver_config();
+    rc.limits.max_line_size = 600; // the receiver is stricter than the consumer's pre-flight
+    let loki = receiver(rc).await;
+    let mut records = fresh_records(200, 11);
+    // Make every 25th record too long for the receiver, in the same streams as good ones.
+    for (i, r) in records.iter_mut().enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(r).unwrap();
+        if i % 25 == 3 {
+            v["padding"] = serde_json::Value::String("x".repeat(700));
+        }
+        v["service"] = serde_json::Value::String("one-service".into());
+        v["level"] = serde_json::Value::String("info".into());
+        *r = v.to_string();
+    }
+    let long = records
+        .iter()
+        .filter(|r| schema::parse_record(r).unwrap().to_json().len() > 600)
+        .count();
+    assert!(long >= 8);
+    env.produce_records(&records).await;
+    let app = spawn_app(env.config(&loki));
+    let good = records.len() - long;
+    assert!(wait_until(Duration::from_secs(60), || async { env.committed_sum(1) == records.len() as i64 }).await,
+        "committed {}", env.committed_sum(1));
+    let stored = loki.entries(FAKE_TENANT);
+    assert_eq!(stored.len(), good, "every good entry once");
+    assert!(stored.iter().all(|e| e.line.len() <= 600));
+    let dlq = env.read_dlq(long);
+    assert_eq!(dlq.len(), long, "exactly the rejected entries");
+    for (value, headers) in &dlq {
+        assert!(value.len() > 600);
+        let h: HashMap<_, _> = headers.iter().cloned().collect();
+        assert_eq!(h["dlq-reason"], "line_too_long");
+        assert!(h["dlq-error"].contains("max entry size"));
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_with_retry_after_is_honoured_and_nothing_is_lost() {
+    let env = Env::new(2).await;
+    let loki = receiver(open_receiver_config()).await;
+    loki.set_faults(Faults {
+        status_storm: Some(StatusStorm {
+            code: 429,
+            rate: 1.0,
+            retry_after_secs: Some(1),
+        }),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let records = fresh_records(300, 3);
+    env.produce_records(&records).await;
+    let app = spawn_app(env.config(&loki));
+    assert!(wait_until(Duration::from_secs(20), || async {
+        app.metric("loki_push_requests_total", &[("status", "429")]) >= 2.0
+    })
+    .await);
+    assert_eq!(loki.entries(FAKE_TENANT).len(), 0);
+    assert_eq!(env.committed_sum(2), 0, "nothing committed while Loki refuses");
+    loki.clear_faults().await.unwrap();
+    assert!(wait_until(Duration::from_secs(30), || async { loki.entries(FAKE_TENANT).len() >= 300 }).await);
+    assert_eq!(loki.entries(FAKE_TENANT).len(), 300);
+    assert!(app.metric("loki_push_retries_total", &[("reason", "rate_limited")]) >= 2.0);
+    app.shutdown().await;
+    assert_eq!(env.committed_sum(2), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_commits_and_nothing_is_redelivered_on_restart() {
+    let env = Env::new(3).await;
+    let loki = receiver(open_receiver_config()).await;
+    let records = fresh_records(500, 5);
+    env.produce_records(&records).await;
+    let mut config = env.config(&loki);
+    config.batch_max_wait = Duration::from_secs(30); // only the shutdown flush sends the tail
+    config.batch_max_records = 64;
+    let app = spawn_app(config.clone());
+    assert!(wait_until(Duration::from_secs(30), || async {
+        app.metric("consumer_records_consumed_total", &[]) >= 500.0
+    })
+    .await);
+    let summary = app.shutdown().await;
+    assert_eq!(summary.abandoned, 0);
+    assert_eq!(loki.entries(FAKE_TENANT).len(), 500);
+    assert_eq!(env.committed_sum(3), 500);
+    let stats_before = loki.stats();
+    let app = spawn_app(config);
+    tokio::time::sleep(Duration::from_secs(3)).await; // a restart that re-read would push by now
+    assert_eq!(app.metric("consumer_records_consumed_total", &[]), 0.0);
+    app.shutdown().await;
+    assert_eq!(loki.stats().lines_received, stats_before.lines_received);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tells() {
+    let env = Env::new(3).await;
+    let loki = receiver(open_receiver_config()).await;
+    loki.set_faults(Faults {
+        outage: Some(Outage::Refuse),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let records = fresh_records(3000, 9);
+    env.produce_records(&records).await;
+    let mut config = env.config(&loki);
+    config.buffer_max_records = 500;
+    config.batch_max_records = 100;
+    let app = spawn_app(config);
+    assert!(wait_until(Duration::from_secs(20), || async {
+        app.metric("consumer_paused", &[]) == 1.0
+    })
+    .await, "consumption pauses when the buffer is full");
+    let held = app.metric("consumer_buffered_records", &[]);
+    assert!(held <= 500.0 + 100.0, "held {held}");
+    assert!(wait_until(Duration::from_secs(20), || async {
+        app.metric("kafka_consumer_lag_sum", &[]) > 0.0
+    })
+    .await, "lag is visible during the outage");
+    assert_eq!(env.committed_sum(3), 0);
+    loki.clear_faults().await.unwrap();
+    assert!(wait_until(Duration::from_secs(60), || async { loki.entries(FAKE_TENANT).len() >= 3000 }).await,
+        "{} arrived", loki.entries(FAKE_TENANT).len());
+    assert_eq!(loki.entries(FAKE_TENANT).len(), 3000);
+    assert!(wait_until(Duration::from_secs(20), || async { env.committed_sum(3) == 3000 }).await);
+    assert!(wait_until(Duration::from_secs(20), || async {
+        app.metric("kafka_consumer_lag_sum", &[]) == 0.0
+    })
+    .await, "lag drains");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_answers_stop_consumption_and_commit_nothing_until_fixed() {
+    let env = Env::new(1).await;
+    let mut rc = open_receiver_config();
+    rc.auth_enabled = true; // no X-Scope-OrgID → 401
+    let loki = receiver(rc).await;
+    env.produce_records(&fresh_records(50, 1)).await;
+    let app = spawn_app(env.config(&loki));
+    assert!(wait_until(Duration::from_secs(20), || async {
+        app.metric("consumer_loki_misconfigured", &[]) == 1.0
+    })
+    .await);
+    assert!(wait_until(Duration::from_secs(5), || async { app.metric("consumer_paused", &[]) == 1.0 }).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.committed_sum(1), 0);
+    app.shutdown().await;
+    assert_eq!(env.committed_sum(1), 0, "nothing committed at shutdown either");
+}
