@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
 use schema::loki::entry_size;
+use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
 
 use crate::offsets::Generation;
 
@@ -63,13 +63,19 @@ impl Batch {
 
     /// Sorts entries by timestamp (keeping arrival order for equal ones), with their positions.
     pub fn sort(&mut self) {
-        if self.entries.windows(2).all(|w| w[0].nanos() <= w[1].nanos()) {
+        if self
+            .entries
+            .windows(2)
+            .all(|w| w[0].nanos() <= w[1].nanos())
+        {
             return;
         }
         let mut idx: Vec<usize> = (0..self.entries.len()).collect();
         idx.sort_by_key(|&i| self.entries[i].nanos());
-        let mut entries: Vec<Option<EntryAdapter>> =
-            std::mem::take(&mut self.entries).into_iter().map(Some).collect();
+        let mut entries: Vec<Option<EntryAdapter>> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
         self.entries = idx.iter().filter_map(|&i| entries[i].take()).collect();
         self.held = idx.iter().map(|&i| self.held[i]).collect();
     }

@@ -276,7 +276,10 @@ impl ConsumerConfig {
             ));
         }
         if self.batch_max_wait.is_zero() {
-            return Err(ConfigError::invalid("batch_max_wait", "must be greater than 0"));
+            return Err(ConfigError::invalid(
+                "batch_max_wait",
+                "must be greater than 0",
+            ));
         }
         if self.retry_min_backoff > self.retry_max_backoff {
             return Err(ConfigError::invalid(
@@ -287,7 +290,10 @@ impl ConsumerConfig {
         if self.label_fields.len() + 2 > MAX_LABELS {
             return Err(ConfigError::invalid(
                 "label_fields",
-                format!("at most {} fields (source and environment are added)", MAX_LABELS - 2),
+                format!(
+                    "at most {} fields (source and environment are added)",
+                    MAX_LABELS - 2
+                ),
             ));
         }
         self.label_policy()
@@ -338,8 +344,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(pairs: &[(&str, &str)]) -> Result<ConsumerConfig, ConfigError> {
-        let env: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         let c: ConsumerConfig = service::config::load(None, &env)?;
         c.validate()?;
         Ok(c)
@@ -377,7 +385,11 @@ mod tests {
             ("BATCH_MAX_BYTES", "0", "batch_max_bytes"),
             ("LOKI_ENCODING", "xml", "loki_encoding"),
             ("LABEL_FIELDS", "service,trace_id", "label_fields"),
-            ("KAFKA_AUTO_OFFSET_RESET", "middle", "kafka_auto_offset_reset"),
+            (
+                "KAFKA_AUTO_OFFSET_RESET",
+                "middle",
+                "kafka_auto_offset_reset",
+            ),
             ("OVERSIZE_LINES", "drop", "oversize_lines"),
         ] {
             let e = load(&[(k, v)]).unwrap_err().to_string();

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use schema::loki::codec::ProtobufEncoder;
-use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
 use schema::loki::entry_size;
+use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
 use service::admin::Readiness;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -96,8 +96,10 @@ pub async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion {
     let labels = batch.labels.clone();
     let oldest = batch.oldest_kafka_ms;
     let mut encoder = ProtobufEncoder::new();
-    let mut work: Vec<(Vec<EntryAdapter>, Vec<Held>)> =
-        vec![(std::mem::take(&mut batch.entries), std::mem::take(&mut batch.held))];
+    let mut work: Vec<(Vec<EntryAdapter>, Vec<Held>)> = vec![(
+        std::mem::take(&mut batch.entries),
+        std::mem::take(&mut batch.held),
+    )];
     let mut delivered = Vec::with_capacity(records);
     let mut letters: Vec<(DeadLetter, Held)> = Vec::new();
     let mut first = true;
@@ -213,11 +215,7 @@ fn encode(
         .loki
         .encode(&push, encoder)
         .map_err(|e| e.to_string());
-    let entries = push
-        .streams
-        .pop()
-        .map(|s| s.entries)
-        .unwrap_or_default();
+    let entries = push.streams.pop().map(|s| s.entries).unwrap_or_default();
     (body, entries)
 }
 
@@ -230,7 +228,12 @@ async fn push_until_final(
     let (body, entries) = encode(shared, labels, entries, encoder);
     let body = match body {
         Ok(b) => b,
-        Err(e) => return (Final::Rejected(format!("cannot encode the push: {e}")), entries),
+        Err(e) => {
+            return (
+                Final::Rejected(format!("cannot encode the push: {e}")),
+                entries,
+            )
+        }
     };
     let mut backoff = Backoff::new(shared.retry.min_backoff, shared.retry.max_backoff);
     loop {
@@ -257,9 +260,12 @@ async fn push_until_final(
             }
             Outcome::Rejected { body, .. } => return (Final::Rejected(body), entries),
             Outcome::TooLarge => {
-                shared
-                    .metrics
-                    .push_retry(RetryReason::TooLarge, backoff.attempt() + 1, 0, "413: splitting");
+                shared.metrics.push_retry(
+                    RetryReason::TooLarge,
+                    backoff.attempt() + 1,
+                    0,
+                    "413: splitting",
+                );
                 return (Final::TooLarge, entries);
             }
             Outcome::Retry {
@@ -267,7 +273,8 @@ async fn push_until_final(
                 retry_after,
                 detail,
             } => {
-                if shared.retry.max_attempts > 0 && backoff.attempt() + 1 >= shared.retry.max_attempts
+                if shared.retry.max_attempts > 0
+                    && backoff.attempt() + 1 >= shared.retry.max_attempts
                 {
                     return (Final::GaveUp(detail), entries);
                 }
@@ -317,7 +324,10 @@ mod tests {
             rejection_reason("entry for stream '{a=\"b\"}' has timestamp too new: x"),
             "too_far_in_future"
         );
-        assert_eq!(rejection_reason("has timestamp too old: x"), "greater_than_max_sample_age");
+        assert_eq!(
+            rejection_reason("has timestamp too old: x"),
+            "greater_than_max_sample_age"
+        );
         assert_eq!(rejection_reason("something else"), "loki_rejected");
     }
 }

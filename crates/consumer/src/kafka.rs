@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionList;
@@ -203,7 +205,11 @@ pub fn create_consumer(
         .set("enable.auto.offset.store", "false")
         .set(
             "auto.commit.interval.ms",
-            config.kafka_commit_interval.as_millis().max(100).to_string(),
+            config
+                .kafka_commit_interval
+                .as_millis()
+                .max(100)
+                .to_string(),
         )
         .set("auto.offset.reset", &config.kafka_auto_offset_reset)
         .set(
@@ -212,7 +218,9 @@ pub fn create_consumer(
         )
         .set(
             "heartbeat.interval.ms",
-            (config.kafka_session_timeout.as_millis() / 4).max(100).to_string(),
+            (config.kafka_session_timeout.as_millis() / 4)
+                .max(100)
+                .to_string(),
         )
         .set(
             "statistics.interval.ms",
@@ -238,11 +246,7 @@ pub fn create_consumer(
     Ok(consumer)
 }
 
-fn check_topic(
-    consumer: &LogConsumer,
-    topic: &str,
-    servers: &str,
-) -> Result<(), KafkaSetupError> {
+fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(), KafkaSetupError> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let ok = md
         .topics()
@@ -251,6 +255,9 @@ fn check_topic(
     if ok {
         Ok(())
     } else {
-        Err(KafkaSetupError::MissingTopic(topic.to_owned(), servers.to_owned()))
+        Err(KafkaSetupError::MissingTopic(
+            topic.to_owned(),
+            servers.to_owned(),
+        ))
     }
 }

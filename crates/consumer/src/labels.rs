@@ -152,7 +152,11 @@ mod tests {
         r.resolve(&parse_record(&rec("a", "info")).unwrap());
         r.resolve(&parse_record(&rec("b", "info")).unwrap());
         let over = r.resolve(&parse_record(&rec("c", "info")).unwrap());
-        assert!(over.labels.contains(r#"service="other""#), "{}", over.labels);
+        assert!(
+            over.labels.contains(r#"service="other""#),
+            "{}",
+            over.labels
+        );
         assert_eq!(over.overflow, vec![("original_service".into(), "c".into())]);
         // A known service at a known level still resolves normally.
         let known = r.resolve(&parse_record(&rec("a", "info")).unwrap());

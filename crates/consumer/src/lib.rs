@@ -160,7 +160,10 @@ async fn watch_loki(
             _ = tick.tick() => {}
         }
         let result = loki.ready().await;
-        if shared.misconfigured.load(std::sync::atomic::Ordering::SeqCst) {
+        if shared
+            .misconfigured
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
             continue;
         }
         match result {

@@ -108,19 +108,13 @@ impl LokiClient {
             );
         }
         if !config.loki_bearer_token.is_empty() {
-            let mut v = HeaderValue::from_str(&format!(
-                "Bearer {}",
-                config.loki_bearer_token.expose()
-            ))
-            .map_err(|_| ClientError::Header("loki_bearer_token"))?;
+            let mut v =
+                HeaderValue::from_str(&format!("Bearer {}", config.loki_bearer_token.expose()))
+                    .map_err(|_| ClientError::Header("loki_bearer_token"))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         } else if !config.loki_username.is_empty() {
-            let raw = format!(
-                "{}:{}",
-                config.loki_username,
-                config.loki_password.expose()
-            );
+            let raw = format!("{}:{}", config.loki_username, config.loki_password.expose());
             let mut v = HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes())))
                 .map_err(|_| ClientError::Header("loki_username"))?;
             v.set_sensitive(true);
@@ -138,10 +132,12 @@ impl LokiClient {
                 path: config.loki_tls_ca_file.clone(),
                 reason: e.to_string(),
             })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::Ca {
-                path: config.loki_tls_ca_file.clone(),
-                reason: e.to_string(),
-            })? {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientError::Ca {
+                    path: config.loki_tls_ca_file.clone(),
+                    reason: e.to_string(),
+                })?
+            {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -303,8 +299,14 @@ mod tests {
 
     #[test]
     fn statuses_map_to_actions() {
-        assert!(matches!(classify(401, None, String::new()), Outcome::Misconfigured { .. }));
-        assert!(matches!(classify(404, None, String::new()), Outcome::Misconfigured { .. }));
+        assert!(matches!(
+            classify(401, None, String::new()),
+            Outcome::Misconfigured { .. }
+        ));
+        assert!(matches!(
+            classify(404, None, String::new()),
+            Outcome::Misconfigured { .. }
+        ));
         assert_eq!(classify(413, None, String::new()), Outcome::TooLarge);
         assert!(matches!(
             classify(429, Some(Duration::from_secs(3)), String::new()),
@@ -312,10 +314,19 @@ mod tests {
         ));
         assert!(matches!(
             classify(503, None, String::new()),
-            Outcome::Retry { reason: RetryReason::ServerError, .. }
+            Outcome::Retry {
+                reason: RetryReason::ServerError,
+                ..
+            }
         ));
-        assert!(matches!(classify(400, None, "x".into()), Outcome::Rejected { status: 400, .. }));
-        assert!(matches!(classify(422, None, "x".into()), Outcome::Rejected { status: 422, .. }));
+        assert!(matches!(
+            classify(400, None, "x".into()),
+            Outcome::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            classify(422, None, "x".into()),
+            Outcome::Rejected { status: 422, .. }
+        ));
     }
 
     #[test]
@@ -325,7 +336,10 @@ mod tests {
             ..ConsumerConfig::default()
         };
         let l = LokiClient::new(&c).unwrap();
-        assert_eq!(l.push_url.as_str(), "http://gw:8080/loki-a/loki/api/v1/push");
+        assert_eq!(
+            l.push_url.as_str(),
+            "http://gw:8080/loki-a/loki/api/v1/push"
+        );
         assert_eq!(l.ready_url.as_str(), "http://gw:8080/loki-a/ready");
     }
 }

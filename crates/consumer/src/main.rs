@@ -69,7 +69,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(file: Option<PathBuf>, env: &std::collections::HashMap<String, String>) -> anyhow::Result<ExitCode> {
+fn run(
+    file: Option<PathBuf>,
+    env: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<ExitCode> {
     let config: ConsumerConfig = service::config::load(file.as_deref(), env)?;
     config.validate()?;
     let format = if config.log_format.is_empty() {

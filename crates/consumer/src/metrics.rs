@@ -4,8 +4,7 @@
 //! and counted by one method so the two cannot drift.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use schema::kafka::WireError;
 use schema::loki::limits::Discard;
@@ -142,7 +141,12 @@ fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     Ok(g)
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Result<Histogram> {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
     r.register(Box::new(h.clone()))?;
     Ok(h)
@@ -165,8 +169,16 @@ impl Metrics {
             enhanced,
             group: group.to_owned(),
             topic: topic.to_owned(),
-            records_consumed: counter(r, "consumer_records_consumed_total", "Messages read from Kafka.")?,
-            records_pushed: counter(r, "consumer_records_pushed_total", "Records Loki acknowledged.")?,
+            records_consumed: counter(
+                r,
+                "consumer_records_consumed_total",
+                "Messages read from Kafka.",
+            )?,
+            records_pushed: counter(
+                r,
+                "consumer_records_pushed_total",
+                "Records Loki acknowledged.",
+            )?,
             records_dlq: counter_vec(
                 r,
                 "consumer_records_dlq_total",
@@ -340,8 +352,13 @@ impl Metrics {
 
     /// A record failed a pre-flight check against Loki's limits.
     pub fn preflight_failed(&self, reason: Discard, partition: i32, offset: i64, detail: &str) {
-        tracing::warn!(partition, offset, reason = reason.as_str(), detail,
-            "record Loki would reject, sending it to the dead-letter topic");
+        tracing::warn!(
+            partition,
+            offset,
+            reason = reason.as_str(),
+            detail,
+            "record Loki would reject, sending it to the dead-letter topic"
+        );
         self.ingestion_errors
             .with_label_values(&[SERVICE, "preflight", reason.as_str()])
             .inc();
@@ -374,10 +391,17 @@ impl Metrics {
             tracing::error!(attempt, delay_ms, detail,
                 "Loki refuses our credentials or URL (401/403/404): consumption stopped, nothing committed; fix LOKI_URL / LOKI_TENANT_ID / credentials");
         } else if attempt <= 1 || attempt.is_power_of_two() {
-            tracing::warn!(reason = reason.as_str(), attempt, delay_ms, detail,
-                "Loki push failed, retrying");
+            tracing::warn!(
+                reason = reason.as_str(),
+                attempt,
+                delay_ms,
+                detail,
+                "Loki push failed, retrying"
+            );
         }
-        self.push_retries.with_label_values(&[reason.as_str()]).inc();
+        self.push_retries
+            .with_label_values(&[reason.as_str()])
+            .inc();
         self.ingestion_errors
             .with_label_values(&[SERVICE, "loki", reason.as_str()])
             .inc();
@@ -385,8 +409,13 @@ impl Metrics {
 
     /// Loki rejected an entry on its own (isolated by bisection).
     pub fn loki_rejected(&self, reason: &str, partition: i32, offset: i64, message: &str) {
-        tracing::warn!(partition, offset, reason, loki = message,
-            "Loki rejected a record, sending it to the dead-letter topic");
+        tracing::warn!(
+            partition,
+            offset,
+            reason,
+            loki = message,
+            "Loki rejected a record, sending it to the dead-letter topic"
+        );
         self.ingestion_errors
             .with_label_values(&[SERVICE, "loki", reason])
             .inc();
@@ -418,9 +447,7 @@ impl Metrics {
     pub fn set_lag(&self, lags: &[(i32, i64)], previous: &[i32]) {
         for p in previous {
             if !lags.iter().any(|(q, _)| q == p) {
-                let _ = self
-                    .lag
-                    .remove_label_values(&[&self.topic, &p.to_string()]);
+                let _ = self.lag.remove_label_values(&[&self.topic, &p.to_string()]);
             }
         }
         let mut sum = 0;

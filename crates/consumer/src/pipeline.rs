@@ -17,9 +17,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schema::kafka::{HEADER_SCHEMA_VERSION, SCHEMA_VERSION};
 use schema::labels::LabelPolicy;
+use schema::loki::entry_size;
 use schema::loki::limits::{check_entry, Discard, Limits};
 use schema::loki::proto::{EntryAdapter, LabelPairAdapter, Timestamp};
-use schema::loki::entry_size;
 use schema::LogRecord;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,10 @@ impl Pipeline {
     }
 
     async fn drain(mut self) -> Summary {
-        tracing::info!(held = self.held_records, "stopping: fetching stopped, flushing batches");
+        tracing::info!(
+            held = self.held_records,
+            "stopping: fetching stopped, flushing batches"
+        );
         self.pause_all();
         for b in self.batcher.take_all() {
             self.dispatch(b);
@@ -233,8 +236,14 @@ impl Pipeline {
                 .inc_by(self.consumed_unreported);
             self.consumed_unreported = 0;
         }
-        self.shared.metrics.buffered_records.set(self.held_records as i64);
-        self.shared.metrics.buffered_bytes.set(self.held_bytes as i64);
+        self.shared
+            .metrics
+            .buffered_records
+            .set(self.held_records as i64);
+        self.shared
+            .metrics
+            .buffered_bytes
+            .set(self.held_bytes as i64);
         self.shared
             .metrics
             .label_sets
@@ -340,7 +349,13 @@ impl Pipeline {
         }
     }
 
-    fn on_record(&mut self, record: &LogRecord<'_>, mut line: String, held: Held, kafka_ms: Option<i64>) {
+    fn on_record(
+        &mut self,
+        record: &LogRecord<'_>,
+        mut line: String,
+        held: Held,
+        kafka_ms: Option<i64>,
+    ) {
         let resolved = self.labels.resolve(record);
         let mut metadata: Vec<LabelPairAdapter> = self
             .policy
@@ -416,7 +431,10 @@ impl Pipeline {
         let shared = self.shared.clone();
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let ok = shared.dlq.write(std::slice::from_ref(&letter), &shared.abandon).await;
+            let ok = shared
+                .dlq
+                .write(std::slice::from_ref(&letter), &shared.abandon)
+                .await;
             let _ = tx.send(Completion {
                 delivered: if ok { vec![held] } else { Vec::new() },
                 records: 1,

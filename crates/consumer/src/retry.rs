@@ -65,7 +65,11 @@ mod tests {
         for i in 0..12 {
             let d = b.next_delay(None);
             let cap = (Duration::from_millis(100) * 2u32.pow(i.min(5))).min(Duration::from_secs(2));
-            assert!(d >= cap / 2 && d <= cap, "attempt {i}: {d:?} not in [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                d >= cap / 2 && d <= cap,
+                "attempt {i}: {d:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
             assert!(cap >= last_cap);
             last_cap = cap;
         }
@@ -76,7 +80,10 @@ mod tests {
     fn retry_after_is_honoured_and_capped() {
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(20));
         assert!(b.next_delay(Some(Duration::from_secs(3))) >= Duration::from_secs(3));
-        assert_eq!(b.next_delay(Some(Duration::from_secs(10_000))), MAX_RETRY_AFTER);
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(10_000))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]

@@ -30,7 +30,10 @@ async fn every_record_of_logs_json_arrives_with_its_labels_metadata_line_and_tim
     let app = spawn_app(config);
     let n = records.len();
     assert!(
-        wait_until(Duration::from_secs(90), || async { loki.entries(FAKE_TENANT).len() >= n }).await,
+        wait_until(Duration::from_secs(90), || async {
+            loki.entries(FAKE_TENANT).len() >= n
+        })
+        .await,
         "only {} of {n} arrived",
         loki.entries(FAKE_TENANT).len()
     );
@@ -42,7 +45,9 @@ async fn every_record_of_logs_json_arrives_with_its_labels_metadata_line_and_tim
     for raw in &records {
         let rec = schema::parse_record(raw).unwrap();
         let line = rec.to_json();
-        let got = by_line.get(line.as_str()).unwrap_or_else(|| panic!("missing {line}"));
+        let got = by_line
+            .get(line.as_str())
+            .unwrap_or_else(|| panic!("missing {line}"));
         assert_eq!(got.timestamp, rec.timestamp.as_nanos());
         let want_labels = policy.labels_for(&rec);
         for (k, v) in want_labels.pairs() {
@@ -56,7 +61,11 @@ async fn every_record_of_logs_json_arrives_with_its_labels_metadata_line_and_tim
     }
     let summary = app.shutdown().await;
     assert_eq!(summary.abandoned, 0);
-    assert_eq!(env.committed_sum(3), n as i64, "every offset committed after delivery");
+    assert_eq!(
+        env.committed_sum(3),
+        n as i64,
+        "every offset committed after delivery"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,12 +86,20 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flo
     }
     env.produce_raw(&items, false).await;
     let app = spawn_app(env.config(&loki));
-    assert!(wait_until(Duration::from_secs(60), || async { loki.entries(FAKE_TENANT).len() >= 20 }).await);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            loki.entries(FAKE_TENANT).len() >= 20
+        })
+        .await
+    );
     let dlq = env.read_dlq(8);
     assert_eq!(dlq.len(), 8);
     for (value, headers) in &dlq {
         let h: HashMap<_, _> = headers.iter().cloned().collect();
-        assert!(h["dlq-reason"] == "invalid_json" || h["dlq-reason"] == "invalid_timestamp", "{h:?}");
+        assert!(
+            h["dlq-reason"] == "invalid_json" || h["dlq-reason"] == "invalid_timestamp",
+            "{h:?}"
+        );
         assert_eq!(h["dlq-source-topic"], env.topic);
         assert_eq!(h["dlq-source-partition"], "0");
         assert!(h.contains_key("dlq-source-offset") && h.contains_key("dlq-error"));
@@ -90,7 +107,10 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flo
     }
     let total = items.len() as i64;
     assert!(
-        wait_until(Duration::from_secs(20), || async { env.committed_sum(1) == total }).await,
+        wait_until(Duration::from_secs(20), || async {
+            env.committed_sum(1) == total
+        })
+        .await,
         "offsets advance past poison messages: committed {} of {total}",
         env.committed_sum(1)
     );
@@ -122,8 +142,14 @@ async fn a_400_with_partial_acceptance_dead_letters_exactly_the_rejected_entries
     env.produce_records(&records).await;
     let app = spawn_app(env.config(&loki));
     let good = records.len() - long;
-    assert!(wait_until(Duration::from_secs(60), || async { env.committed_sum(1) == records.len() as i64 }).await,
-        "committed {}", env.committed_sum(1));
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            env.committed_sum(1) == records.len() as i64
+        })
+        .await,
+        "committed {}",
+        env.committed_sum(1)
+    );
     let stored = loki.entries(FAKE_TENANT);
     assert_eq!(stored.len(), good, "every good entry once");
     assert!(stored.iter().all(|e| e.line.len() <= 600));
@@ -155,14 +181,25 @@ async fn a_429_storm_with_retry_after_is_honoured_and_nothing_is_lost() {
     let records = fresh_records(300, 3);
     env.produce_records(&records).await;
     let app = spawn_app(env.config(&loki));
-    assert!(wait_until(Duration::from_secs(20), || async {
-        app.metric("loki_push_requests_total", &[("status", "429")]) >= 2.0
-    })
-    .await);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("loki_push_requests_total", &[("status", "429")]) >= 2.0
+        })
+        .await
+    );
     assert_eq!(loki.entries(FAKE_TENANT).len(), 0);
-    assert_eq!(env.committed_sum(2), 0, "nothing committed while Loki refuses");
+    assert_eq!(
+        env.committed_sum(2),
+        0,
+        "nothing committed while Loki refuses"
+    );
     loki.clear_faults().await.unwrap();
-    assert!(wait_until(Duration::from_secs(30), || async { loki.entries(FAKE_TENANT).len() >= 300 }).await);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            loki.entries(FAKE_TENANT).len() >= 300
+        })
+        .await
+    );
     assert_eq!(loki.entries(FAKE_TENANT).len(), 300);
     assert!(app.metric("loki_push_retries_total", &[("reason", "rate_limited")]) >= 2.0);
     app.shutdown().await;
@@ -179,10 +216,12 @@ async fn sigterm_flushes_commits_and_nothing_is_redelivered_on_restart() {
     config.batch_max_wait = Duration::from_secs(30); // only the shutdown flush sends the tail
     config.batch_max_records = 64;
     let app = spawn_app(config.clone());
-    assert!(wait_until(Duration::from_secs(30), || async {
-        app.metric("consumer_records_consumed_total", &[]) >= 500.0
-    })
-    .await);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            app.metric("consumer_records_consumed_total", &[]) >= 500.0
+        })
+        .await
+    );
     let summary = app.shutdown().await;
     assert_eq!(summary.abandoned, 0);
     assert_eq!(loki.entries(FAKE_TENANT).len(), 500);
@@ -211,26 +250,46 @@ async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tell
     config.buffer_max_records = 500;
     config.batch_max_records = 100;
     let app = spawn_app(config);
-    assert!(wait_until(Duration::from_secs(20), || async {
-        app.metric("consumer_paused", &[]) == 1.0
-    })
-    .await, "consumption pauses when the buffer is full");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("consumer_paused", &[]) == 1.0
+        })
+        .await,
+        "consumption pauses when the buffer is full"
+    );
     let held = app.metric("consumer_buffered_records", &[]);
     assert!(held <= 500.0 + 100.0, "held {held}");
-    assert!(wait_until(Duration::from_secs(20), || async {
-        app.metric("kafka_consumer_lag_sum", &[]) > 0.0
-    })
-    .await, "lag is visible during the outage");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("kafka_consumer_lag_sum", &[]) > 0.0
+        })
+        .await,
+        "lag is visible during the outage"
+    );
     assert_eq!(env.committed_sum(3), 0);
     loki.clear_faults().await.unwrap();
-    assert!(wait_until(Duration::from_secs(60), || async { loki.entries(FAKE_TENANT).len() >= 3000 }).await,
-        "{} arrived", loki.entries(FAKE_TENANT).len());
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            loki.entries(FAKE_TENANT).len() >= 3000
+        })
+        .await,
+        "{} arrived",
+        loki.entries(FAKE_TENANT).len()
+    );
     assert_eq!(loki.entries(FAKE_TENANT).len(), 3000);
-    assert!(wait_until(Duration::from_secs(20), || async { env.committed_sum(3) == 3000 }).await);
-    assert!(wait_until(Duration::from_secs(20), || async {
-        app.metric("kafka_consumer_lag_sum", &[]) == 0.0
-    })
-    .await, "lag drains");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            env.committed_sum(3) == 3000
+        })
+        .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("kafka_consumer_lag_sum", &[]) == 0.0
+        })
+        .await,
+        "lag drains"
+    );
     app.shutdown().await;
 }
 
@@ -242,13 +301,24 @@ async fn unauthorized_answers_stop_consumption_and_commit_nothing_until_fixed() 
     let loki = receiver(rc).await;
     env.produce_records(&fresh_records(50, 1)).await;
     let app = spawn_app(env.config(&loki));
-    assert!(wait_until(Duration::from_secs(20), || async {
-        app.metric("consumer_loki_misconfigured", &[]) == 1.0
-    })
-    .await);
-    assert!(wait_until(Duration::from_secs(5), || async { app.metric("consumer_paused", &[]) == 1.0 }).await);
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("consumer_loki_misconfigured", &[]) == 1.0
+        })
+        .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            app.metric("consumer_paused", &[]) == 1.0
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(env.committed_sum(1), 0);
     app.shutdown().await;
-    assert_eq!(env.committed_sum(1), 0, "nothing committed at shutdown either");
+    assert_eq!(
+        env.committed_sum(1),
+        0,
+        "nothing committed at shutdown either"
+    );
 }

@@ -74,9 +74,13 @@ impl WireError {
 
     /// Every reason code [`WireError::reason`] can return.
     pub fn all_reasons() -> impl Iterator<Item = &'static str> {
-        ["empty_value", "unsupported_schema_version", "unsupported_content_type"]
-            .into_iter()
-            .chain(Reason::ALL.iter().map(|r| r.as_str()))
+        [
+            "empty_value",
+            "unsupported_schema_version",
+            "unsupported_content_type",
+        ]
+        .into_iter()
+        .chain(Reason::ALL.iter().map(|r| r.as_str()))
     }
 }
 
@@ -101,7 +105,9 @@ where
             ));
         }
     }
-    let value = value.filter(|v| !v.is_empty()).ok_or(WireError::EmptyValue)?;
+    let value = value
+        .filter(|v| !v.is_empty())
+        .ok_or(WireError::EmptyValue)?;
     Ok(parse_record_bytes(value)?)
 }
 
@@ -142,8 +148,11 @@ mod tests {
     fn rejects_other_schema_versions_and_content_types() {
         let e = decode(Some(REC.as_bytes()), [("schema-version", Some(&b"2"[..]))]).unwrap_err();
         assert_eq!(e.reason(), "unsupported_schema_version");
-        let e = decode(Some(REC.as_bytes()), [("content-type", Some(&b"text/plain"[..]))])
-            .unwrap_err();
+        let e = decode(
+            Some(REC.as_bytes()),
+            [("content-type", Some(&b"text/plain"[..]))],
+        )
+        .unwrap_err();
         assert_eq!(e.reason(), "unsupported_content_type");
     }
 

@@ -209,7 +209,9 @@ fn unquote(s: &str, start: usize) -> Result<(String, usize), LabelParseError> {
                     Some(b'r') => ('\r', 2),
                     Some(b't') => ('\t', 2),
                     Some(b'x') => {
-                        let hex = s.get(i + 2..i + 4).and_then(|h| u8::from_str_radix(h, 16).ok());
+                        let hex = s
+                            .get(i + 2..i + 4)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok());
                         match hex {
                             Some(v) if v < 0x80 => (char::from(v), 4),
                             _ => {
@@ -278,10 +280,13 @@ pub fn sanitize_label_name(name: &str) -> String {
     if name.is_empty() || name.as_bytes()[0].is_ascii_digit() {
         out.push('_');
     }
-    out.extend(
-        name.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }),
-    );
+    out.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
     out.truncate(MAX_LABEL_NAME_LEN);
     out
 }
@@ -309,7 +314,9 @@ pub enum PolicyError {
     #[error("label name {0:?} is not valid (must match [a-zA-Z_][a-zA-Z0-9_]*)")]
     InvalidName(String),
     /// A field known to be high-cardinality was made a label.
-    #[error("field {0:?} is a per-request identifier and cannot be a label (use structured metadata)")]
+    #[error(
+        "field {0:?} is a per-request identifier and cannot be a label (use structured metadata)"
+    )]
     HighCardinality(String),
 }
 
@@ -511,8 +518,10 @@ mod tests {
             p.validate(),
             Err(PolicyError::HighCardinality("trace_id".into()))
         );
-        let mut p = LabelPolicy::default();
-        p.record_labels = (0..16).map(|i| format!("f{i}")).collect();
+        let p = LabelPolicy {
+            record_labels: (0..16).map(|i| format!("f{i}")).collect(),
+            ..LabelPolicy::default()
+        };
         assert!(matches!(p.validate(), Err(PolicyError::TooManyLabels(_))));
         assert!(LabelPolicy::default().validate().is_ok());
     }

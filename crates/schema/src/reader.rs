@@ -222,10 +222,12 @@ impl<R: BufRead> RecordReader<R> {
         let at_eof = raw.at_eof;
         Some(match parse_record_bytes(raw.bytes) {
             Ok(record) => Ok(ReadRecord { position, record }),
-            Err(RecordError::InvalidJson { eof: true, .. }) if at_eof => Err(ReadError::Truncated {
-                position,
-                what: "a record",
-            }),
+            Err(RecordError::InvalidJson { eof: true, .. }) if at_eof => {
+                Err(ReadError::Truncated {
+                    position,
+                    what: "a record",
+                })
+            }
             Err(source) => Err(ReadError::Invalid { position, source }),
         })
     }
@@ -552,8 +554,10 @@ mod tests {
     use super::*;
     use std::io::{BufReader, Cursor};
 
-    const R1: &str = r#"{"timestamp":"2026-01-02T03:04:05Z","level":"info","service":"a","message":"one"}"#;
-    const R2: &str = r#"{"timestamp":"2026-01-02T03:04:06Z","level":"warn","service":"b","message":"two"}"#;
+    const R1: &str =
+        r#"{"timestamp":"2026-01-02T03:04:05Z","level":"info","service":"a","message":"one"}"#;
+    const R2: &str =
+        r#"{"timestamp":"2026-01-02T03:04:06Z","level":"warn","service":"b","message":"two"}"#;
 
     type Item = Result<(Position, String), (Position, Reason, bool)>;
 
@@ -644,7 +648,11 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(
             got[1],
-            Err((pos(1, 1, R1.len() as u64 + 2), Reason::InvalidTimestamp, false))
+            Err((
+                pos(1, 1, R1.len() as u64 + 2),
+                Reason::InvalidTimestamp,
+                false
+            ))
         );
         assert!(got[2].is_ok());
     }
@@ -723,7 +731,11 @@ mod tests {
         let got = read_all_with(input.as_bytes(), 200, 64);
         assert_eq!(
             got[1],
-            Err((pos(1, 2, R1.len() as u64 + 1), Reason::RecordTooLarge, false))
+            Err((
+                pos(1, 2, R1.len() as u64 + 1),
+                Reason::RecordTooLarge,
+                false
+            ))
         );
         assert_eq!(got[2].as_ref().unwrap().1, "two");
     }
@@ -773,8 +785,7 @@ mod tests {
 
     #[test]
     fn strings_containing_brackets_do_not_confuse_the_scanner() {
-        let tricky =
-            r#"{"timestamp":1,"level":"info","service":"a","message":"}]\",[{ \"x"}"#;
+        let tricky = r#"{"timestamp":1,"level":"info","service":"a","message":"}]\",[{ \"x"}"#;
         let got = read_all(&format!("[{tricky},{R2}]"));
         assert_eq!(got[0].as_ref().unwrap().1, "}]\",[{ \"x");
         assert!(got[1].is_ok());

@@ -203,8 +203,7 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
         let x = u64::from_le_bytes(w);
         // Bytes below 0x20 (ASCII only: a set high bit means not a control byte).
         let ctrl = x.wrapping_sub(LO * 0x20) & !x & HI;
-        if ctrl | has_zero(x ^ (LO * u64::from(b'"'))) | has_zero(x ^ (LO * u64::from(b'\\')))
-            != 0
+        if ctrl | has_zero(x ^ (LO * u64::from(b'"'))) | has_zero(x ^ (LO * u64::from(b'\\'))) != 0
         {
             break;
         }
@@ -285,7 +284,11 @@ mod tests {
                 for special in [b'"', b'\\', b'\n', 0x00, 0x1f] {
                     let mut b = vec![b'a'; len];
                     b[at] = special;
-                    assert_eq!(first_escape(&b), Some(at), "len {len} at {at} byte {special}");
+                    assert_eq!(
+                        first_escape(&b),
+                        Some(at),
+                        "len {len} at {at} byte {special}"
+                    );
                 }
             }
         }

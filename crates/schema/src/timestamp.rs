@@ -209,11 +209,9 @@ impl Timestamp {
             return Err(Syntax("trailing characters"));
         }
         let days = days_from_civil(i64::from(year), month, day);
-        let secs = days * 86_400
-            + i64::from(hour) * 3600
-            + i64::from(minute) * 60
-            + i64::from(second)
-            - offset_secs;
+        let secs =
+            days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
+                - offset_secs;
         if secs < 0 {
             return Err(TimestampError::OutOfRange);
         }
@@ -336,7 +334,10 @@ mod tests {
 
     #[test]
     fn accepts_short_fractions_lowercase_and_space_separator() {
-        assert_eq!(ts("2026-01-02 03:04:05.5z"), ts("2026-01-02T03:04:05.500000000Z"));
+        assert_eq!(
+            ts("2026-01-02 03:04:05.5z"),
+            ts("2026-01-02T03:04:05.500000000Z")
+        );
     }
 
     #[test]
@@ -384,26 +385,39 @@ mod tests {
         let s = 1_700_000_000_u64;
         let want = 1_700_000_000 * NANOS_PER_SEC;
         assert_eq!(Timestamp::from_epoch_u64(s).unwrap().as_nanos(), want);
-        assert_eq!(Timestamp::from_epoch_u64(s * 1000).unwrap().as_nanos(), want);
-        assert_eq!(Timestamp::from_epoch_u64(s * 1_000_000).unwrap().as_nanos(), want);
-        assert_eq!(Timestamp::from_epoch_u64(s * 1_000_000_000).unwrap().as_nanos(), want);
+        assert_eq!(
+            Timestamp::from_epoch_u64(s * 1000).unwrap().as_nanos(),
+            want
+        );
+        assert_eq!(
+            Timestamp::from_epoch_u64(s * 1_000_000).unwrap().as_nanos(),
+            want
+        );
+        assert_eq!(
+            Timestamp::from_epoch_u64(s * 1_000_000_000)
+                .unwrap()
+                .as_nanos(),
+            want
+        );
         assert_eq!(
             Timestamp::from_epoch_decimal(s, "25").unwrap().as_nanos(),
             want + 250_000_000
         );
         assert_eq!(
-            Timestamp::from_epoch_decimal(s * 1000, "5").unwrap().as_nanos(),
+            Timestamp::from_epoch_decimal(s * 1000, "5")
+                .unwrap()
+                .as_nanos(),
             want + 500_000
         );
-        assert_eq!(
-            Timestamp::from_epoch_f64(1.7e9).unwrap().as_nanos(),
-            want
-        );
+        assert_eq!(Timestamp::from_epoch_f64(1.7e9).unwrap().as_nanos(), want);
     }
 
     #[test]
     fn negative_epochs_are_out_of_range() {
-        assert_eq!(Timestamp::from_epoch_f64(-1.0), Err(TimestampError::OutOfRange));
+        assert_eq!(
+            Timestamp::from_epoch_f64(-1.0),
+            Err(TimestampError::OutOfRange)
+        );
         assert_eq!(Timestamp::from_nanos(-1), Err(TimestampError::OutOfRange));
     }
 
@@ -411,7 +425,10 @@ mod tests {
     fn formats_with_nine_fraction_digits() {
         let t = Timestamp::from_nanos(1_795_673_778_000_000_042).unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-26T06:16:18.000000042Z");
-        assert_eq!(Timestamp::EPOCH.to_rfc3339(), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            Timestamp::EPOCH.to_rfc3339(),
+            "1970-01-01T00:00:00.000000000Z"
+        );
     }
 
     #[test]

@@ -451,11 +451,11 @@ impl<'de> Deserialize<'de> for Key<'de> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"{"timestamp":"2026-01-02T03:04:05Z","level":"INFO","service":"api","message":"hi"}"#;
+    const GOOD: &str =
+        r#"{"timestamp":"2026-01-02T03:04:05Z","level":"INFO","service":"api","message":"hi"}"#;
 
     fn with(field: &str, value: &str) -> String {
-        let mut v: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(GOOD).unwrap();
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(GOOD).unwrap();
         if value == "<absent>" {
             v.remove(field);
         } else {
@@ -558,12 +558,18 @@ mod tests {
 
     #[test]
     fn rejects_unparseable_timestamp_string() {
-        assert_eq!(reason(&with("timestamp", r#""yesterday""#)), Reason::InvalidTimestamp);
+        assert_eq!(
+            reason(&with("timestamp", r#""yesterday""#)),
+            Reason::InvalidTimestamp
+        );
     }
 
     #[test]
     fn rejects_negative_epoch() {
-        assert_eq!(reason(&with("timestamp", "-5")), Reason::TimestampOutOfRange);
+        assert_eq!(
+            reason(&with("timestamp", "-5")),
+            Reason::TimestampOutOfRange
+        );
     }
 
     #[test]

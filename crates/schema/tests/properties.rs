@@ -6,8 +6,12 @@ use std::io::Cursor;
 use proptest::prelude::*;
 use schema::kafka;
 use schema::labels::LabelSet;
-use schema::loki::codec::{decode_json, decode_protobuf, encode_json, encode_json_gzip, encode_protobuf};
-use schema::loki::proto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp as PTs};
+use schema::loki::codec::{
+    decode_json, decode_protobuf, encode_json, encode_json_gzip, encode_protobuf,
+};
+use schema::loki::proto::{
+    EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp as PTs,
+};
 use schema::{Level, LogRecord, RecordReader, Timestamp};
 use serde_json::value::RawValue;
 
@@ -47,15 +51,17 @@ fn record() -> impl Strategy<Value = LogRecord<'static>> {
         prop::collection::btree_map(any::<String>(), json_value(), 0..6),
     )
         .prop_map(|(nanos, level, service, message, extras)| LogRecord {
-            timestamp: Timestamp::from_nanos(nanos).unwrap(),
+            timestamp: Timestamp::from_nanos(nanos).expect("non-negative"),
             level,
             service: Cow::Owned(service),
             message: Cow::Owned(message),
             fields: extras
                 .into_iter()
-                .filter(|(k, _)| !["timestamp", "level", "service", "message"].contains(&k.as_str()))
+                .filter(|(k, _)| {
+                    !["timestamp", "level", "service", "message"].contains(&k.as_str())
+                })
                 .map(|(k, v)| {
-                    let raw = RawValue::from_string(v.to_string()).unwrap();
+                    let raw = RawValue::from_string(v.to_string()).expect("valid JSON");
                     (Cow::Owned(k), Cow::Owned(raw))
                 })
                 .collect(),

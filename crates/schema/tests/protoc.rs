@@ -29,7 +29,11 @@ fn protoc_decodes_our_push_request_identically() {
             StreamAdapter {
                 labels: r#"{level="info", service="api"}"#.into(),
                 entries: vec![
-                    entry(1_767_323_045_123_456_789, "first line", &[("trace_id", "abc123")]),
+                    entry(
+                        1_767_323_045_123_456_789,
+                        "first line",
+                        &[("trace_id", "abc123")],
+                    ),
                     entry(1_767_323_046_000_000_001, "second line", &[]),
                 ],
                 hash: 0,

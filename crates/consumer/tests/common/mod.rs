@@ -3,7 +3,6 @@
 #![allow(dead_code, missing_docs)]
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use consumer::ConsumerConfig;
@@ -26,10 +25,15 @@ pub struct Env {
 
 impl Env {
     pub async fn new(partitions: i32) -> Self {
-        let broker = Broker::start(BrokerOptions::memory()).await.expect("tansu starts");
+        let broker = Broker::start(BrokerOptions::memory())
+            .await
+            .expect("tansu starts");
         let topic = unique_name("logs");
         let dlq = format!("{topic}-dlq");
-        broker.create_topic(&topic, partitions).await.expect("topic");
+        broker
+            .create_topic(&topic, partitions)
+            .await
+            .expect("topic");
         broker.create_topic(&dlq, 1).await.expect("dlq topic");
         Self {
             broker,
@@ -83,7 +87,10 @@ impl Env {
                 if headers {
                     let mut h = OwnedHeaders::new();
                     for (k, v) in schema::kafka::RECORD_HEADERS {
-                        h = h.insert(Header { key: k, value: Some(v) });
+                        h = h.insert(Header {
+                            key: k,
+                            value: Some(v),
+                        });
                     }
                     r = r.headers(h);
                 }
@@ -135,7 +142,7 @@ impl Env {
     }
 
     /// Messages in the dead-letter topic with their headers.
-    pub fn read_dlq(&self, expect: usize) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+    pub fn read_dlq(&self, expect: usize) -> Vec<DeadLetterMessage> {
         use rdkafka::message::{Headers, Message};
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.broker.bootstrap_servers())
@@ -155,7 +162,8 @@ impl Env {
                             .map(|x| {
                                 (
                                     x.key.to_owned(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -272,4 +280,5 @@ pub fn fresh_records(n: u64, seed: u64) -> Vec<String> {
         .collect()
 }
 
-pub type Shared<T> = Arc<std::sync::Mutex<T>>;
+/// A dead-letter message: its value and its headers.
+pub type DeadLetterMessage = (Vec<u8>, Vec<(String, String)>);

@@ -314,7 +314,9 @@ mod tests {
             decode_protobuf(b"\xff\xff\xff\xff\xff", 1 << 20),
             Err(DecodeError::Snappy(_))
         ));
-        let not_proto = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff").unwrap();
+        let not_proto = snap::raw::Encoder::new()
+            .compress_vec(b"\xff\xff\xff")
+            .unwrap();
         assert!(matches!(
             decode_protobuf(&not_proto, 1 << 20),
             Err(DecodeError::Protobuf(_))

@@ -380,7 +380,9 @@ mod tests {
         let long = "x".repeat(256 * 1024 + 1);
         let r = check_entry(L, &entry(NOW, &long), NOW, None, &Limits::default()).unwrap_err();
         assert_eq!(r.reason, Discard::LineTooLong);
-        assert!(r.message.starts_with("max entry size '262144' bytes exceeded"));
+        assert!(r
+            .message
+            .starts_with("max entry size '262144' bytes exceeded"));
         assert_eq!(reason(&entry(NOW, &"x".repeat(256 * 1024)), None), None);
     }
 

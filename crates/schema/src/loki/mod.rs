@@ -136,9 +136,17 @@ mod tests {
         let req = p.finish();
         assert_eq!(req.streams.len(), 2);
         assert_eq!(req.streams[0].labels, r#"{service="a"}"#);
-        let lines: Vec<_> = req.streams[0].entries.iter().map(|e| e.line.as_str()).collect();
+        let lines: Vec<_> = req.streams[0]
+            .entries
+            .iter()
+            .map(|e| e.line.as_str())
+            .collect();
         assert_eq!(lines, ["a2", "a2-second"]);
-        let lines: Vec<_> = req.streams[1].entries.iter().map(|e| e.line.as_str()).collect();
+        let lines: Vec<_> = req.streams[1]
+            .entries
+            .iter()
+            .map(|e| e.line.as_str())
+            .collect();
         assert_eq!(lines, ["b1", "b3"]);
     }
 
