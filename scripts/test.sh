@@ -75,8 +75,9 @@ check_no_leftovers() {
 
 cleanup() {
   local rc=$?
-  # Anything started under this run's process group that is still alive.
-  pkill -f "logpipe-test-$$" 2>/dev/null || true
+  # Harness processes (tansu, Prometheus, consumers) carry the `logpipe-test-` marker in their
+  # command line; none may outlive the run, even when a test was killed mid-way.
+  pkill -KILL -f "logpipe-test-" 2>/dev/null || true
   exit "$rc"
 }
 

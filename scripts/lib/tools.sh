@@ -73,6 +73,10 @@ ensure_tools() {
   ensure_apt cmake:cmake protoc:protobuf-compiler prometheus:prometheus promtool:prometheus \
     shellcheck:shellcheck bats:bats curl:curl
   [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
+  # librdkafka 2.12's cmake build includes curl/curl.h even with curl disabled
+  # (confluentinc/librdkafka#5135): only the header is needed.
+  [[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] \
+    || ensure_apt __none__:libcurl4-openssl-dev
   ensure_nextest
   ensure_tansu
 }

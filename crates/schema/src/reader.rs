@@ -476,18 +476,30 @@ impl<R: BufRead> RecordReader<R> {
                 });
             }
             let mut end = None;
-            for (i, &c) in avail.iter().enumerate() {
+            let mut i = 0;
+            while i < avail.len() {
                 if in_str {
                     if esc {
                         esc = false;
-                    } else if c == b'\\' {
-                        esc = true;
-                    } else if c == b'"' {
-                        in_str = false;
+                        i += 1;
+                        continue;
+                    }
+                    // Skip the string's body to its next quote or backslash in one scan.
+                    match memchr::memchr2(b'"', b'\\', &avail[i..]) {
+                        None => i = avail.len(),
+                        Some(k) => {
+                            i += k;
+                            if avail[i] == b'\\' {
+                                esc = true;
+                            } else {
+                                in_str = false;
+                            }
+                            i += 1;
+                        }
                     }
                     continue;
                 }
-                match c {
+                match avail[i] {
                     b'"' => in_str = true,
                     b'{' | b'[' => depth += 1,
                     b'}' | b']' if container => {
@@ -504,6 +516,7 @@ impl<R: BufRead> RecordReader<R> {
                     }
                     _ => {}
                 }
+                i += 1;
             }
             let n = end.unwrap_or(avail.len());
             len += n as u64;

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench-producer.sh — throughput of `producer run --once` against a raw librdkafka baseline.
+#
+# Generates an NDJSON file with `testkit gen`, starts tansu (memory storage) on a free loopback
+# port, sends the file with the raw baseline (crates/producer/examples/raw_produce.rs: lines as
+# they are, what `kcat -P -l` does, same librdkafka settings) and with `producer run --once`, each
+# into its own fresh topic, and reports both rates, their ratio and the producer's maximum RSS.
+# tansu and the temporary files are removed on exit, also on failure.
+set -euo pipefail
+
+readonly SCRIPT_NAME="${0##*/}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly ROOT
+
+usage() {
+  cat <<USAGE
+Usage: scripts/$SCRIPT_NAME [--records N] [--partitions N] [--help]
+
+Benchmarks the producer against a raw librdkafka baseline on a local tansu broker.
+
+Options:
+  --records N      records in the generated NDJSON file (default: 1000000)
+  --partitions N   partitions of each topic (default: 3)
+  -h, --help       show this help
+
+Environment:
+  LOGPIPE_CACHE     cache folder (default: \$HOME/.cache/logpipe)
+  CARGO_TARGET_DIR  cargo build folder (default: \$LOGPIPE_CACHE/target)
+  TANSU_BIN         tansu binary (default: \$LOGPIPE_CACHE/tools/bin/tansu)
+
+Exit status: 0 when both runs delivered every record, 1 otherwise, 2 on bad usage.
+USAGE
+}
+
+log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+TANSU_PID=""
+WORK_DIR=""
+
+cleanup() {
+  if [[ -n "$TANSU_PID" ]] && kill -0 "$TANSU_PID" 2>/dev/null; then
+    kill "$TANSU_PID" 2>/dev/null || true
+    wait "$TANSU_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$WORK_DIR" ]]; then
+    rm -rf -- "$WORK_DIR"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+now() { date +%s.%N; }
+
+start_tansu() {
+  local port="$1"
+  (cd "$WORK_DIR" && exec "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$WORK_DIR/tansu.log" 2>&1) &
+  TANSU_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if grep -q "ready in" "$WORK_DIR/tansu.log" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$TANSU_PID" 2>/dev/null || die "tansu exited: $(tail -5 "$WORK_DIR/tansu.log")"
+    sleep 0.1
+    : "$i"
+  done
+  die "tansu not ready after 10s"
+}
+
+create_topic() {
+  "$TANSU_BIN" topic create --broker "tcp://127.0.0.1:$1" --partitions "$2" "$3" >/dev/null
+}
+
+main() {
+  local records=1000000 partitions=3
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --records) records="${2:?--records needs a value}"; shift 2 ;;
+      --partitions) partitions="${2:?--partitions needs a value}"; shift 2 ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage >&2; exit 2 ;;
+    esac
+  done
+  local cache="${LOGPIPE_CACHE:-$HOME/.cache/logpipe}"
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+  TANSU_BIN="${TANSU_BIN:-$cache/tools/bin/tansu}"
+  [[ -x "$TANSU_BIN" ]] || die "tansu not found at $TANSU_BIN (scripts/test.sh --only install)"
+  [[ -x /usr/bin/time ]] || die "/usr/bin/time not found (apt-get install -y time)"
+
+  trap cleanup EXIT
+  WORK_DIR="$(mktemp -d -t logpipe-bench-XXXXXX)"
+
+  log "building (release)"
+  (cd "$ROOT" && cargo build --release --quiet -p logpipe-producer --bin producer --example raw_produce \
+    -p logpipe-testkit --bin testkit)
+  local bin="$CARGO_TARGET_DIR/release"
+
+  local input="$WORK_DIR/bench.ndjson"
+  log "generating $records records"
+  "$bin/testkit" gen --records "$records" --format ndjson >"$input"
+  log "input: $(du -h "$input" | cut -f1), $(wc -l <"$input") lines"
+
+  local port
+  port="$(free_port)"
+  start_tansu "$port"
+  local bootstrap="127.0.0.1:$port"
+  create_topic "$port" "$partitions" bench-raw
+  create_topic "$port" "$partitions" bench-producer
+
+  log "raw baseline"
+  local t0 t1 raw_secs prod_secs
+  t0="$(now)"
+  "$bin/examples/raw_produce" "$bootstrap" bench-raw "$input" >"$WORK_DIR/raw.out"
+  t1="$(now)"
+  raw_secs="$(echo "$t1 - $t0" | bc -l)"
+  cat "$WORK_DIR/raw.out" >&2
+
+  log "producer run --once"
+  t0="$(now)"
+  if ! KAFKA_BOOTSTRAP_SERVERS="$bootstrap" KAFKA_TOPIC=bench-producer HTTP_LISTEN="" \
+    LOG_FORMAT=text LOG_LEVEL=warn \
+    /usr/bin/time -v -o "$WORK_DIR/time.txt" "$bin/producer" run --input "$input" --once; then
+    die "producer run --once failed"
+  fi
+  t1="$(now)"
+  prod_secs="$(echo "$t1 - $t0" | bc -l)"
+  local rss_kb
+  rss_kb="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK_DIR/time.txt")"
+
+  printf 'records:            %d\n' "$records"
+  printf 'raw baseline:       %.2f s, %.0f records/s\n' "$raw_secs" "$(echo "$records / $raw_secs" | bc -l)"
+  printf 'producer --once:    %.2f s, %.0f records/s\n' "$prod_secs" "$(echo "$records / $prod_secs" | bc -l)"
+  printf 'ratio:              %.2fx the baseline\n' "$(echo "$raw_secs / $prod_secs" | bc -l)"
+  printf 'producer max RSS:   %.1f MiB\n' "$(echo "$rss_kb / 1024" | bc -l)"
+}
+
+main "$@"
