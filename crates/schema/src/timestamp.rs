@@ -255,10 +255,23 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// "00" to "99", for writing two digits at a time.
+const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 fn put(dst: &mut [u8], mut v: u64) {
-    for slot in dst.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut i = dst.len();
+    while i >= 2 {
+        let d = (v % 100) as usize * 2;
+        dst[i - 2..i].copy_from_slice(&PAIRS[d..d + 2]);
+        v /= 100;
+        i -= 2;
+    }
+    if i == 1 {
+        dst[0] = b'0' + (v % 10) as u8;
     }
 }
 

@@ -260,7 +260,7 @@ fn string_field<'a>(v: &'a RawValue, name: &'static str) -> Result<Cow<'a, str>,
         });
     }
     let inner = &raw[1..raw.len() - 1];
-    if !inner.contains('\\') {
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         return Ok(Cow::Borrowed(inner));
     }
     serde_json::from_str::<String>(raw)

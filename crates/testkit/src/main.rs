@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use schema::Timestamp;
 use testkit::gen::{self, Format, GenOptions};
+use testkit::loki::LokiArgs;
 
 /// Test harness of the log pipeline.
 #[derive(Debug, Parser)]
@@ -23,6 +24,14 @@ enum Command {
     /// The same options always give the same bytes, e.g.
     /// `testkit gen --records 2400 --seed 42 --format array > logs.json`.
     Gen(GenArgs),
+    /// Run a Loki-compatible test receiver until SIGINT or SIGTERM.
+    ///
+    /// It accepts and rejects pushes as Loki does (LOKI.md) and answers Loki's query API,
+    /// /ready and /metrics on --listen. The control API on --control-listen changes faults at
+    /// run time (GET/PUT/DELETE /control/faults, JSON), clears the store and counters
+    /// (POST /control/reset) and reports them (GET /control/stats). Logs go to stderr
+    /// (LOG_LEVEL, LOG_FORMAT=json|text).
+    Loki(Box<LokiArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -82,7 +91,31 @@ fn parse_hours(s: &str) -> Result<f64, String> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gen(args) => run_gen(&args),
+        Command::Loki(args) => run_loki(&args),
     }
+}
+
+fn run_loki(args: &LokiArgs) -> anyhow::Result<()> {
+    let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".to_owned());
+    let format = std::env::var("LOG_FORMAT").ok();
+    service::telemetry::init(
+        &level,
+        service::telemetry::LogFormat::from_env(format.as_deref()),
+    );
+    let config = args.config();
+    config
+        .validate()
+        .context("invalid receiver configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime
+        .block_on(async {
+            let shutdown = service::shutdown::on_signal();
+            testkit::loki::run(config, shutdown).await
+        })
+        .context("testkit loki failed")
 }
 
 fn run_gen(args: &GenArgs) -> anyhow::Result<()> {
@@ -109,7 +142,9 @@ mod tests {
     #[test]
     fn defaults_match_the_library_defaults() {
         let cli = Cli::try_parse_from(["testkit", "gen"]).unwrap();
-        let Command::Gen(args) = cli.command;
+        let Command::Gen(args) = cli.command else {
+            panic!("not the gen subcommand");
+        };
         assert_eq!(args.options(), GenOptions::default());
     }
 
@@ -130,13 +165,37 @@ mod tests {
             "1.5",
         ])
         .unwrap();
-        let Command::Gen(args) = cli.command;
+        let Command::Gen(args) = cli.command else {
+            panic!("not the gen subcommand");
+        };
         let options = args.options();
         assert_eq!(options.records, 5);
         assert_eq!(options.seed, 9);
         assert_eq!(options.format, Format::Ndjson);
         assert_eq!(options.start.to_rfc3339(), "2026-01-01T00:00:00.000000000Z");
         assert_eq!(options.span, Duration::from_secs(5_400));
+    }
+
+    #[test]
+    fn parses_loki_options_onto_the_receiver_config() {
+        let cli = Cli::try_parse_from([
+            "testkit",
+            "loki",
+            "--listen",
+            "127.0.0.1:4100",
+            "--count-only",
+            "--status-storm",
+            "429:1:5",
+        ])
+        .unwrap();
+        let Command::Loki(args) = cli.command else {
+            panic!("not the loki subcommand");
+        };
+        let config = args.config();
+        assert_eq!(config.listen.port(), 4100);
+        assert_eq!(config.control_listen.port(), 3101);
+        assert!(config.count_only);
+        assert_eq!(config.faults.status_storm.map(|s| s.code), Some(429));
     }
 
     #[test]

@@ -1,0 +1,205 @@
+//! The receiver's memory (tests only): per tenant, per label set, entries ordered by timestamp
+//! then arrival, with their structured metadata, plus the state Loki's limits need per tenant
+//! and per stream (newest timestamp, rate buckets). An entry identical to a stored one (same
+//! tenant, labels, timestamp and line) is not stored twice (LOKI.md: Loki drops exact
+//! duplicates).
+
+use std::collections::{BTreeMap, HashMap};
+
+use schema::loki::proto::LabelPairAdapter;
+use schema::LabelSet;
+
+use super::logql::Selector;
+use super::ratelimit::TokenBucket;
+
+/// A stored entry, as tests see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The stream's labels (including a discovered `service_name`).
+    pub labels: LabelSet,
+    /// Nanoseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The line.
+    pub line: String,
+    /// Structured metadata, in the order it was pushed.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// One entry of a stream.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) line: String,
+    pub(crate) metadata: Vec<LabelPairAdapter>,
+}
+
+/// One stream of a tenant.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    /// Newest timestamp accepted, for Loki's "too far behind" rule (kept in count-only mode).
+    pub(crate) newest: Option<i64>,
+    /// Per-stream rate bucket.
+    pub(crate) bucket: TokenBucket,
+    /// Entries by timestamp, each timestamp's in arrival order (empty in count-only mode).
+    entries: BTreeMap<i64, Vec<Entry>>,
+}
+
+impl Stream {
+    /// An empty stream.
+    pub(crate) fn new(bucket: TokenBucket) -> Self {
+        Self {
+            newest: None,
+            bucket,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Stores an entry unless an identical one (timestamp and line) is stored; true when
+    /// stored.
+    pub(crate) fn insert(
+        &mut self,
+        ts: i64,
+        line: String,
+        metadata: Vec<LabelPairAdapter>,
+    ) -> bool {
+        let slot = self.entries.entry(ts).or_default();
+        if slot.iter().any(|e| e.line == line) {
+            return false;
+        }
+        slot.push(Entry { line, metadata });
+        true
+    }
+
+    /// Entries with `start <= ts < end`, oldest first.
+    pub(crate) fn range(&self, start: i64, end: i64) -> impl Iterator<Item = (i64, &Entry)> {
+        let range = if start < end {
+            self.entries.range(start..end)
+        } else {
+            self.entries.range(0..0)
+        };
+        range.flat_map(|(ts, entries)| entries.iter().map(move |e| (*ts, e)))
+    }
+
+    /// Every entry, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (i64, &Entry)> {
+        self.entries
+            .iter()
+            .flat_map(|(ts, entries)| entries.iter().map(move |e| (*ts, e)))
+    }
+
+    /// True when the stream holds an entry in `start..end`.
+    pub(crate) fn has_entries_in(&self, start: i64, end: i64) -> bool {
+        self.range(start, end).next().is_some()
+    }
+}
+
+/// One tenant's streams and its rate bucket.
+#[derive(Debug)]
+pub(crate) struct Tenant {
+    pub(crate) bucket: TokenBucket,
+    pub(crate) streams: HashMap<LabelSet, Stream>,
+}
+
+/// Every tenant.
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    tenants: HashMap<String, Tenant>,
+    stored: u64,
+}
+
+impl Store {
+    /// A tenant's state, created by `make` when new; the flag says whether it was new.
+    pub(crate) fn tenant_mut(
+        &mut self,
+        name: &str,
+        make: impl FnOnce() -> Tenant,
+    ) -> (&mut Tenant, bool) {
+        let new = !self.tenants.contains_key(name);
+        (
+            self.tenants.entry(name.to_owned()).or_insert_with(make),
+            new,
+        )
+    }
+
+    /// A tenant's state.
+    pub(crate) fn tenant(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.get(name)
+    }
+
+    /// Counts entries stored by a push.
+    pub(crate) fn add_stored(&mut self, n: u64) {
+        self.stored += n;
+    }
+
+    /// Entries stored, all tenants.
+    pub(crate) fn stored(&self) -> u64 {
+        self.stored
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.tenants.clear();
+        self.stored = 0;
+    }
+
+    /// A tenant's entries in streams selected by `selector` (all when `None`): streams in
+    /// label order, entries oldest first.
+    pub(crate) fn entries(&self, tenant: &str, selector: Option<&Selector>) -> Vec<StoredEntry> {
+        let Some(t) = self.tenants.get(tenant) else {
+            return Vec::new();
+        };
+        let mut streams: Vec<(&LabelSet, &Stream)> = t
+            .streams
+            .iter()
+            .filter(|(labels, _)| selector.is_none_or(|s| s.matches(labels)))
+            .collect();
+        streams.sort_by(|a, b| a.0.cmp(b.0));
+        streams
+            .into_iter()
+            .flat_map(|(labels, stream)| {
+                stream.iter().map(move |(timestamp, e)| StoredEntry {
+                    labels: labels.clone(),
+                    timestamp,
+                    line: e.line.clone(),
+                    metadata: e
+                        .metadata
+                        .iter()
+                        .map(|p| (p.name.clone(), p.value.clone()))
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn stream() -> Stream {
+        Stream::new(TokenBucket::new(1.0, 1.0, Instant::now()))
+    }
+
+    #[test]
+    fn drops_exact_duplicates_but_keeps_same_timestamp_with_another_line() {
+        let mut s = stream();
+        assert!(s.insert(5, "a".into(), vec![]));
+        assert!(!s.insert(5, "a".into(), vec![]));
+        assert!(s.insert(5, "b".into(), vec![]));
+        assert!(s.insert(3, "a".into(), vec![]));
+        let got: Vec<_> = s.range(0, 10).map(|(t, e)| (t, e.line.as_str())).collect();
+        assert_eq!(got, [(3, "a"), (5, "a"), (5, "b")]);
+    }
+
+    #[test]
+    fn range_is_start_inclusive_end_exclusive() {
+        let mut s = stream();
+        for ts in [1, 2, 3] {
+            s.insert(ts, "x".into(), vec![]);
+        }
+        let got: Vec<_> = s.range(1, 3).map(|(t, _)| t).collect();
+        assert_eq!(got, [1, 2]);
+        assert_eq!(s.range(3, 1).count(), 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! Which tenant a request belongs to (LOKI.md, "Request"): `X-Scope-OrgID`, required when Loki
+//! runs with `auth_enabled`, else ignored and the tenant is `fake`. Tenant IDs are checked as
+//! Loki (dskit) checks them.
+
+use axum::http::HeaderMap;
+use thiserror::Error;
+
+/// The tenant of every request when auth is off, as in Loki.
+pub const FAKE_TENANT: &str = "fake";
+
+/// Loki's longest tenant ID.
+const MAX_TENANT_ID_LENGTH: usize = 150;
+
+/// A request without a usable tenant.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub(crate) enum TenantError {
+    /// Auth is on and `X-Scope-OrgID` is missing or empty (401).
+    #[error("no org id")]
+    NoOrgId,
+    /// `X-Scope-OrgID` names several tenants (`a|b`), which a push cannot have (400).
+    #[error("multiple org IDs present")]
+    Multiple,
+    /// A character dskit does not allow (400).
+    #[error("tenant ID '{tenant}' contains unsupported character '{character}'")]
+    Unsupported {
+        /// The tenant ID.
+        tenant: String,
+        /// The first unsupported character.
+        character: char,
+    },
+    /// Over 150 bytes (400).
+    #[error("tenant ID is too long: max 150 characters")]
+    TooLong,
+    /// `.` or `..` (400).
+    #[error("tenant ID is '.' or '..'")]
+    Unsafe,
+}
+
+impl TenantError {
+    /// The status Loki answers with.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            TenantError::NoOrgId => 401,
+            _ => 400,
+        }
+    }
+}
+
+/// The request's tenant.
+pub(crate) fn tenant(headers: &HeaderMap, auth_enabled: bool) -> Result<&str, TenantError> {
+    if !auth_enabled {
+        return Ok(FAKE_TENANT);
+    }
+    let value = headers
+        .get("x-scope-orgid")
+        .map(|v| v.to_str().map(str::trim))
+        .unwrap_or(Ok(""));
+    let id = match value {
+        Ok("") => return Err(TenantError::NoOrgId),
+        Ok(id) => id,
+        Err(_) => {
+            let raw = headers
+                .get("x-scope-orgid")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            let character = raw.chars().find(|c| !supported(*c)).unwrap_or('?');
+            return Err(TenantError::Unsupported {
+                tenant: raw,
+                character,
+            });
+        }
+    };
+    if id.contains('|') {
+        return Err(TenantError::Multiple);
+    }
+    if let Some(character) = id.chars().find(|c| !supported(*c)) {
+        return Err(TenantError::Unsupported {
+            tenant: id.to_owned(),
+            character,
+        });
+    }
+    if id.len() > MAX_TENANT_ID_LENGTH {
+        return Err(TenantError::TooLong);
+    }
+    if id == "." || id == ".." {
+        return Err(TenantError::Unsafe);
+    }
+    Ok(id)
+}
+
+fn supported(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn with(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("X-Scope-OrgID", HeaderValue::from_str(id).unwrap());
+        h
+    }
+
+    #[test]
+    fn tenant_is_fake_when_auth_is_off_whatever_the_header() {
+        assert_eq!(tenant(&with("team-a"), false), Ok("fake"));
+        assert_eq!(tenant(&HeaderMap::new(), false), Ok("fake"));
+    }
+
+    #[test]
+    fn auth_needs_a_valid_org_id() {
+        assert_eq!(tenant(&with("team-a"), true), Ok("team-a"));
+        assert_eq!(tenant(&HeaderMap::new(), true), Err(TenantError::NoOrgId));
+        assert_eq!(tenant(&with(""), true), Err(TenantError::NoOrgId));
+        assert_eq!(tenant(&with("a|b"), true), Err(TenantError::Multiple));
+        assert_eq!(tenant(&with(".."), true), Err(TenantError::Unsafe));
+        assert_eq!(
+            tenant(&with(&"a".repeat(151)), true),
+            Err(TenantError::TooLong)
+        );
+        assert!(matches!(
+            tenant(&with("a/b"), true),
+            Err(TenantError::Unsupported { character: '/', .. })
+        ));
+    }
+}
