@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(moved, vec![(1, 8)]);
         let mut held = t.held();
         held.sort_unstable();
-        assert_eq!(held, vec![(0, 2), (1, 0)]);
+        assert_eq!(held, vec![(0, 1), (1, 0)]);
     }
 
     #[test]
