@@ -19,7 +19,7 @@ Runs every check of the project: formatting, lints, all test suites.
 
 Options:
   --no-install   do not install missing tools (fail instead)
-  --only STEP    run one step: install, fmt, clippy, tests, bench-check
+  --only STEP    run one step: install, fmt, clippy, tests, deploy, bench-check
   -h, --help     show this help
 
 Environment:
@@ -36,6 +36,8 @@ die() { log "error: $*"; exit 1; }
 
 # shellcheck source=scripts/lib/tools.sh
 source "$ROOT/scripts/lib/tools.sh"
+# shellcheck source=scripts/lib/deploy-tools.sh
+source "$ROOT/scripts/lib/deploy-tools.sh"
 
 step_fmt() {
   log "cargo fmt --check"
@@ -55,6 +57,12 @@ step_tests() {
     cargo test --workspace --locked --no-fail-fast
   fi
   cargo test --workspace --locked --doc
+}
+
+step_deploy() {
+  log "deployment artefacts: compose, Prometheus rules, dashboards, Loki, Kubernetes, Dockerfiles"
+  deploy_tools_env
+  "$ROOT/scripts/check-deploy.sh" --no-install
 }
 
 step_bench_check() {
@@ -97,10 +105,12 @@ main() {
   tools_env
   if [[ "$install" == 1 ]]; then
     ensure_tools
+    ensure_deploy_tools
   fi
   case "$only" in
-    "") step_fmt; step_clippy; step_tests; step_bench_check; check_no_leftovers ;;
-    install) ensure_tools ;;
+    "") step_fmt; step_clippy; step_tests; step_deploy; step_bench_check; check_no_leftovers ;;
+    install) ensure_tools; ensure_deploy_tools ;;
+    deploy) step_deploy ;;
     fmt) step_fmt ;;
     clippy) step_clippy ;;
     tests) step_tests; check_no_leftovers ;;
