@@ -1,0 +1,290 @@
+//! The producer service wired together: the HTTP server (ingest and admin routes), the Kafka
+//! sink, readiness from a metadata refresher, one optional file source, and shutdown: stop
+//! reading and accepting, wait for Kafka to acknowledge what is in flight (bounded by
+//! `SHUTDOWN_TIMEOUT`), report what was left.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use service::admin::{AdminState, Readiness};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ProducerConfig;
+use crate::file::{FileError, FileOptions};
+use crate::follow::FollowError;
+use crate::http::IngestState;
+use crate::metrics::Metrics;
+use crate::report::Report;
+use crate::sink::{Sink, SinkError};
+
+/// The version reported by `/healthz` and `build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where records come from besides HTTP.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// HTTP ingest only.
+    Http,
+    /// A file read once or in a loop.
+    File(FileOptions),
+    /// A growing NDJSON file (`--follow`).
+    Follow(PathBuf),
+}
+
+/// What `producer run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The record source.
+    pub source: Source,
+    /// Create the topic when missing (`--create-topic`, or `KAFKA_CREATE_TOPIC`).
+    pub create_topic: bool,
+    /// Stop at the first invalid record (`--strict`, file sources).
+    pub strict: bool,
+}
+
+/// The service could not start or run.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The HTTP port cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Kafka is unusable.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The file source failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The follow source failed.
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// A task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A started, not yet running producer: port bound, Kafka reachable, topic present.
+pub struct App {
+    config: ProducerConfig,
+    options: RunOptions,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    sink: Arc<Sink>,
+    listener: Option<TcpListener>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("options", &self.options)
+            .field("addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Binds the HTTP port, creates the Kafka producer and checks (or creates) the topic.
+    pub async fn build(
+        config: ProducerConfig,
+        options: RunOptions,
+        registry: Registry,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, RunError> {
+        let listener = match config.http_addr() {
+            Some(addr) => Some(
+                service::admin::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let sink = Arc::new(Sink::new(&config)?);
+        crate::sink::ensure_topic(&config, options.create_topic || config.kafka_create_topic)
+            .await?;
+        Ok(Self {
+            config,
+            options,
+            registry,
+            metrics,
+            sink,
+            listener,
+        })
+    }
+
+    /// The bound HTTP address (when the server is on).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Runs until the source is done (`--once`) or `shutdown` is cancelled, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Report, RunError> {
+        let App {
+            config,
+            options,
+            registry,
+            metrics,
+            sink,
+            listener,
+        } = self;
+        let readiness = Readiness::new();
+        let stop_tasks = CancellationToken::new();
+        tokio::spawn(refresh_readiness(
+            Arc::clone(&sink),
+            Arc::clone(&metrics),
+            Arc::clone(&readiness),
+            config.metadata_refresh_interval,
+            stop_tasks.clone(),
+        ));
+        {
+            let readiness = Arc::clone(&readiness);
+            let shutdown = shutdown.clone();
+            let stop = stop_tasks.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => readiness.set_draining(),
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        let server_stop = CancellationToken::new();
+        let server = listener.map(|listener| {
+            let admin = service::admin::router(AdminState {
+                service: "producer",
+                version: VERSION,
+                flags: config.feature_flags(),
+                registry: registry.clone(),
+                readiness: Arc::clone(&readiness),
+            });
+            let ingest = crate::http::router(IngestState {
+                sink: Arc::clone(&sink),
+                metrics: Arc::clone(&metrics),
+                token: config.ingest_token.clone(),
+                max_body_bytes: config.ingest_max_body_bytes,
+                max_record_bytes: config.max_record_bytes,
+            });
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "http server listening");
+            }
+            tokio::spawn(service::admin::serve(
+                listener,
+                admin.merge(ingest),
+                server_stop.clone(),
+            ))
+        });
+
+        let source_result: Result<Report, RunError> = match &options.source {
+            Source::Http => {
+                shutdown.cancelled().await;
+                Ok(Report::default())
+            }
+            Source::File(file_options) => {
+                let (sink, metrics, config, shutdown) = (
+                    Arc::clone(&sink),
+                    Arc::clone(&metrics),
+                    config.clone(),
+                    shutdown.clone(),
+                );
+                let mut file_options = file_options.clone();
+                file_options.strict |= options.strict;
+                tokio::task::spawn_blocking(move || {
+                    crate::file::run(sink, metrics, &config, &file_options, &shutdown)
+                })
+                .await
+                .map_err(RunError::from)
+                .and_then(|r| r.map_err(RunError::from))
+            }
+            Source::Follow(path) => {
+                let (sink, metrics, config, shutdown, path, strict) = (
+                    Arc::clone(&sink),
+                    Arc::clone(&metrics),
+                    config.clone(),
+                    shutdown.clone(),
+                    path.clone(),
+                    options.strict,
+                );
+                tokio::task::spawn_blocking(move || {
+                    crate::follow::run(sink, metrics, &config, &path, strict, &shutdown)
+                })
+                .await
+                .map_err(RunError::from)
+                .and_then(|r| r.map_err(RunError::from))
+            }
+        };
+
+        // Stop accepting; requests in progress finish (each waits for its acknowledgements).
+        readiness.set_draining();
+        server_stop.cancel();
+        if let Some(server) = server {
+            match tokio::time::timeout(config.shutdown_timeout, server).await {
+                Ok(Ok(Ok(()))) => tracing::info!("http server stopped"),
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
+                Err(_) => tracing::warn!("http requests still running at the shutdown timeout"),
+            }
+        }
+        let timeout = config.shutdown_timeout;
+        let flush_sink = Arc::clone(&sink);
+        let left = tokio::task::spawn_blocking(move || flush_sink.flush(timeout)).await?;
+        stop_tasks.cancel();
+        metrics.in_flight.set(left as i64);
+        let mut report = source_result?;
+        report.undelivered = report.undelivered.max(left as u64);
+        if left > 0 {
+            tracing::error!(records = left, "records left undelivered at exit");
+        } else {
+            tracing::info!("everything in flight was acknowledged by kafka");
+        }
+        Ok(report)
+    }
+}
+
+/// Sets the `kafka` and `topic` readiness checks from fresh metadata every `interval`.
+async fn refresh_readiness(
+    sink: Arc<Sink>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    interval: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let s = Arc::clone(&sink);
+        let checked =
+            tokio::task::spawn_blocking(move || s.check_topic(std::time::Duration::from_secs(3)))
+                .await;
+        match checked {
+            Ok(Ok(partitions)) => {
+                readiness.set("kafka", true, "connected");
+                readiness.set(
+                    "topic",
+                    true,
+                    format!("{}: {partitions} partitions", sink.topic()),
+                );
+            }
+            Ok(Err(e @ SinkError::TopicMissing(_))) => {
+                readiness.set("kafka", true, "connected");
+                readiness.set("topic", false, e.to_string());
+            }
+            Ok(Err(e)) => {
+                readiness.set("kafka", false, e.to_string());
+                readiness.set("topic", false, "unknown: kafka unreachable");
+            }
+            Err(e) => readiness.set("kafka", false, e.to_string()),
+        }
+        metrics.in_flight.set(sink.in_flight() as i64);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Records in flight from a file source, grouped in acknowledgement chunks: each chunk has one
+//! [`Tracker`], chunks settle in any order but are retired in input order (what `--follow`'s
+//! checkpoint needs), and delivery metrics are emitted per chunk, not per record.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use schema::{Level, LogRecord, ReadError};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::report::Report;
+use crate::sink::{SendError, Settled, Sink, Tracker};
+
+/// Records per chunk at most.
+pub const CHUNK_RECORDS: u64 = 2_000;
+
+/// Why a record was not enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueue {
+    /// Handed to Kafka.
+    Sent,
+    /// Kafka will never take it (counted and logged).
+    Refused,
+    /// Shutdown came while waiting for room in the queue; the record was not sent.
+    Interrupted,
+}
+
+/// The sending half of a file source.
+pub struct Dispatcher<M> {
+    sink: Arc<Sink>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+    current: Arc<Tracker>,
+    pending: VecDeque<(Arc<Tracker>, M)>,
+    value: Vec<u8>,
+    levels: HashMap<(Level, String), u64>,
+    max_logged: u64,
+    logged: u64,
+    read_at_seal: u64,
+    /// The counts so far.
+    pub report: Report,
+}
+
+impl<M> Dispatcher<M> {
+    /// A dispatcher sending to `sink`; `max_logged` invalid records are logged with their
+    /// position, the rest only counted.
+    pub fn new(
+        sink: Arc<Sink>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        shutdown_timeout: Duration,
+        max_logged: u32,
+    ) -> Self {
+        Self {
+            sink,
+            metrics,
+            shutdown,
+            shutdown_timeout,
+            current: Tracker::new(),
+            pending: VecDeque::new(),
+            value: Vec::with_capacity(1024),
+            levels: HashMap::new(),
+            max_logged: u64::from(max_logged),
+            logged: 0,
+            read_at_seal: 0,
+            report: Report::default(),
+        }
+    }
+
+    /// Records in the open chunk.
+    pub fn open_records(&self) -> u64 {
+        self.current.enqueued()
+    }
+
+    /// Chunks handed over and not retired yet.
+    pub fn pending_chunks(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Counts and (for the first few) logs a record the reader rejected.
+    pub fn reject(&mut self, origin: &str, error: &ReadError) {
+        self.report.read += 1;
+        self.report.reject(error.reason().as_str());
+        let log = self.logged < self.max_logged;
+        self.logged += 1;
+        if self.logged == self.max_logged + 1 {
+            tracing::warn!(
+                max_logged = self.max_logged,
+                "more invalid records; only counting them from now on"
+            );
+        }
+        self.metrics.record_rejected(origin, error, log);
+    }
+
+    /// Encodes and enqueues a valid record into the open chunk, waiting for room while the queue
+    /// is full.
+    pub fn send(&mut self, origin: &str, line: u64, record: &LogRecord<'_>) -> Enqueue {
+        self.report.read += 1;
+        if self.metrics.records_by_level.is_some() {
+            *self
+                .levels
+                .entry((record.level, record.service.to_string()))
+                .or_default() += 1;
+        }
+        self.value.clear();
+        schema::kafka::encode_value(record, &mut self.value);
+        let key = schema::kafka::key(record);
+        let mut waited_since: Option<Instant> = None;
+        loop {
+            match self.sink.send(key, &self.value, &self.current) {
+                Ok(()) => return Enqueue::Sent,
+                Err(SendError::QueueFull) => {
+                    // Room comes back as acknowledgements arrive: retire what settled and poll
+                    // again. After a shutdown signal, give up once the shutdown timeout passed.
+                    self.retire_settled(|_, _| {});
+                    let since = *waited_since.get_or_insert_with(Instant::now);
+                    if self.shutdown.is_cancelled() && since.elapsed() > self.shutdown_timeout {
+                        return Enqueue::Interrupted;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    let reason = e.reason();
+                    self.report.fail(reason, 1);
+                    self.metrics.delivery_failed(reason, 1, &e.to_string());
+                    tracing::warn!(origin, line, service = %record.service, "record not sent: {e}");
+                    return Enqueue::Refused;
+                }
+            }
+        }
+    }
+
+    /// Closes the open chunk with `meta` (what to do when it is retired) and opens a new one.
+    pub fn seal(&mut self, meta: M) {
+        let tracker = std::mem::replace(&mut self.current, Tracker::new());
+        tracker.seal();
+        self.pending.push_back((tracker, meta));
+        self.metrics.in_flight.set(self.sink.in_flight() as i64);
+        self.metrics
+            .read("file", self.report.read - self.read_at_seal);
+        self.read_at_seal = self.report.read;
+        let mut levels = std::mem::take(&mut self.levels);
+        self.metrics.add_levels(&mut levels);
+        self.levels = levels;
+    }
+
+    /// Retires settled chunks from the front, in order, calling `done` for each with its counts.
+    pub fn retire_settled(&mut self, mut done: impl FnMut(M, Settled)) {
+        while let Some((tracker, _)) = self.pending.front() {
+            if !tracker.is_settled() {
+                break;
+            }
+            if let Some((tracker, meta)) = self.pending.pop_front() {
+                let counts = self.account(&tracker);
+                done(meta, counts);
+            }
+        }
+    }
+
+    /// Waits until every pending chunk settled or `deadline`, retiring them in order; returns
+    /// true when all settled.
+    pub fn wait(&mut self, deadline: Instant, mut done: impl FnMut(M, Settled)) -> bool {
+        while let Some((tracker, _)) = self.pending.front() {
+            if !tracker.wait_until(deadline) {
+                return false;
+            }
+            self.retire_settled(&mut done);
+        }
+        true
+    }
+
+    /// Seals the open chunk with `meta`, then waits for every chunk until all settled or, once
+    /// shutdown was signalled, `shutdown_timeout` passed. Records still in flight then are added
+    /// to `report.undelivered`; returns true when everything settled.
+    pub fn drain(&mut self, meta: M, mut done: impl FnMut(M, Settled)) -> bool {
+        self.seal(meta);
+        let mut cancelled_at: Option<Instant> = None;
+        loop {
+            if self.wait(Instant::now() + Duration::from_millis(200), &mut done) {
+                break;
+            }
+            if self.shutdown.is_cancelled() {
+                let at = *cancelled_at.get_or_insert_with(Instant::now);
+                if at.elapsed() >= self.shutdown_timeout {
+                    break;
+                }
+            }
+        }
+        let mut all = true;
+        for (tracker, _) in &self.pending {
+            let c = tracker.counts();
+            let open = c.enqueued - c.delivered - c.failed - c.too_large;
+            if open > 0 {
+                all = false;
+                self.report.undelivered += open;
+            }
+        }
+        self.metrics.in_flight.set(self.sink.in_flight() as i64);
+        all
+    }
+
+    fn account(&mut self, tracker: &Tracker) -> Settled {
+        let c = tracker.counts();
+        self.report.sent += c.delivered;
+        self.report.fail("delivery_failed", c.failed);
+        self.report.fail("message_too_large", c.too_large);
+        if c.enqueued > 0 {
+            self.metrics
+                .chunk_acknowledged(c.delivered, c.delivered_bytes, tracker.age());
+        }
+        if c.failed > 0 || c.too_large > 0 {
+            let e = tracker.first_error();
+            self.metrics
+                .delivery_failed("delivery_failed", c.failed, &e);
+            self.metrics
+                .delivery_failed("message_too_large", c.too_large, &e);
+        }
+        c
+    }
+}
+
+impl<M> std::fmt::Debug for Dispatcher<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("pending", &self.pending.len())
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,303 @@
+//! The producer's settings (DESIGN.md, "Configuration"): one flat [`ProducerConfig`] loaded by
+//! [`service::config::load`] from defaults < TOML file < environment (each key's environment name
+//! is the key in upper case; secrets may come from `<NAME>_FILE`). Every setting is documented in
+//! `crates/producer/CONFIG.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use service::config::{ConfigError, Secret};
+
+/// Compression codecs librdkafka accepts for `compression.codec`.
+pub const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
+/// Every setting of the producer service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProducerConfig {
+    /// Comma-separated Kafka bootstrap servers (`host:port,...`). Default `localhost:9092`.
+    pub kafka_bootstrap_servers: String,
+    /// Topic records are produced to. Default `logs`.
+    pub kafka_topic: String,
+    /// Compression codec: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
+    pub kafka_compression: String,
+    /// How long librdkafka waits to fill a batch (`linger.ms`), humantime. Default `5ms`.
+    #[serde(with = "humantime_serde")]
+    pub kafka_linger: Duration,
+    /// Most messages waiting in the producer's queue (sent or not yet acknowledged); bounds
+    /// memory. Default `20000`.
+    pub kafka_queue_max_messages: u32,
+    /// Most bytes, in KiB, waiting in the producer's queue. Default `32768` (32 MiB).
+    pub kafka_queue_max_kbytes: u32,
+    /// Largest message, in bytes, the producer sends (`message.max.bytes`, keep it at or below
+    /// the broker's); a bigger record is reported as `message_too_large`. Default `1000000`.
+    pub kafka_message_max_bytes: u32,
+    /// How long librdkafka keeps retrying a message before reporting it undeliverable
+    /// (`delivery.timeout.ms`), humantime. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub kafka_delivery_timeout: Duration,
+    /// Create the topic at start when it is missing (same as `--create-topic`). Default `false`.
+    pub kafka_create_topic: bool,
+    /// Partitions of a topic the producer creates. Default `3`.
+    pub kafka_topic_partitions: i32,
+    /// Replication factor of a topic the producer creates. Default `1`.
+    pub kafka_topic_replication: i32,
+    /// Address of the HTTP server (`/v1/logs`, `/metrics`, `/healthz`, `/readyz`); empty turns it
+    /// off. Default `0.0.0.0:8000`.
+    pub http_listen: String,
+    /// Bearer token `POST /v1/logs` requires (secret; `INGEST_TOKEN_FILE` works); empty means no
+    /// authentication. Default empty.
+    pub ingest_token: Secret,
+    /// Largest `POST /v1/logs` body in bytes, before and after gzip decoding. Default `5242880`
+    /// (5 MiB).
+    pub ingest_max_body_bytes: u64,
+    /// Largest record in bytes; a bigger one is rejected as `record_too_large` without being
+    /// held in memory. Default `1048576` (1 MiB).
+    pub max_record_bytes: usize,
+    /// Log filter (`info`, `debug`, `info,rdkafka=warn`, ...). Default `info`.
+    pub log_level: String,
+    /// Log format: `json` or `text`; empty picks text on a terminal and JSON otherwise.
+    /// Default empty.
+    pub log_format: String,
+    /// Deployment environment name, shown in `/healthz` logs. Default `development`.
+    pub environment: String,
+    /// Adds `producer_records_by_level_total{level,service}`. Default `false`.
+    pub feature_enhanced_metrics: bool,
+    /// Longest wait for in-flight records to be acknowledged at shutdown, humantime.
+    /// Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Checkpoint file of `--follow`; empty means `<input>.checkpoint` next to the input.
+    /// Default empty.
+    pub checkpoint_path: String,
+    /// How often `--follow` looks for new data, rotation and truncation, humantime.
+    /// Default `250ms`.
+    #[serde(with = "humantime_serde")]
+    pub follow_poll_interval: Duration,
+    /// How often Kafka metadata is refreshed for `/readyz`, humantime. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh_interval: Duration,
+    /// How often a progress line is logged by file sources when stderr is not a terminal,
+    /// humantime. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+    /// How many invalid records are logged with their position before they are only counted.
+    /// Default `20`.
+    pub max_logged_errors: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            kafka_bootstrap_servers: "localhost:9092".into(),
+            kafka_topic: "logs".into(),
+            kafka_compression: "lz4".into(),
+            kafka_linger: Duration::from_millis(5),
+            kafka_queue_max_messages: 20_000,
+            kafka_queue_max_kbytes: 32 * 1024,
+            kafka_message_max_bytes: 1_000_000,
+            kafka_delivery_timeout: Duration::from_secs(300),
+            kafka_create_topic: false,
+            kafka_topic_partitions: 3,
+            kafka_topic_replication: 1,
+            http_listen: "0.0.0.0:8000".into(),
+            ingest_token: Secret::default(),
+            ingest_max_body_bytes: 5 * 1024 * 1024,
+            max_record_bytes: schema::reader::DEFAULT_MAX_RECORD_BYTES,
+            log_level: "info".into(),
+            log_format: String::new(),
+            environment: "development".into(),
+            feature_enhanced_metrics: false,
+            shutdown_timeout: Duration::from_secs(30),
+            checkpoint_path: String::new(),
+            follow_poll_interval: Duration::from_millis(250),
+            metadata_refresh_interval: Duration::from_secs(5),
+            progress_interval: Duration::from_secs(10),
+            max_logged_errors: 20,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Loads the configuration (defaults < `file` < `env`) and validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let config: Self = service::config::load(file, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::invalid(key, reason)
+        }
+        if self.kafka_bootstrap_servers.trim().is_empty() {
+            return Err(invalid("kafka_bootstrap_servers", "must not be empty"));
+        }
+        let topic = &self.kafka_topic;
+        if topic.is_empty()
+            || topic.len() > 249
+            || topic == "."
+            || topic == ".."
+            || !topic
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "kafka_topic",
+                format!("{topic:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
+            ));
+        }
+        if !COMPRESSIONS.contains(&self.kafka_compression.as_str()) {
+            return Err(invalid(
+                "kafka_compression",
+                format!(
+                    "{:?} is not one of {}",
+                    self.kafka_compression,
+                    COMPRESSIONS.join(", ")
+                ),
+            ));
+        }
+        if self.kafka_linger > Duration::from_secs(900) {
+            return Err(invalid("kafka_linger", "must be at most 15m"));
+        }
+        if self.kafka_queue_max_messages == 0 {
+            return Err(invalid("kafka_queue_max_messages", "must be at least 1"));
+        }
+        if self.kafka_queue_max_kbytes == 0 {
+            return Err(invalid("kafka_queue_max_kbytes", "must be at least 1"));
+        }
+        if self.kafka_message_max_bytes < 1000 {
+            return Err(invalid("kafka_message_max_bytes", "must be at least 1000"));
+        }
+        if self.kafka_delivery_timeout < Duration::from_secs(1) {
+            return Err(invalid("kafka_delivery_timeout", "must be at least 1s"));
+        }
+        if self.kafka_topic_partitions < 1 {
+            return Err(invalid("kafka_topic_partitions", "must be at least 1"));
+        }
+        if self.kafka_topic_replication < 1 {
+            return Err(invalid("kafka_topic_replication", "must be at least 1"));
+        }
+        if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http_listen",
+                format!("{:?} is not an address like 0.0.0.0:8000", self.http_listen),
+            ));
+        }
+        if self.ingest_max_body_bytes == 0 {
+            return Err(invalid("ingest_max_body_bytes", "must be at least 1"));
+        }
+        if self.max_record_bytes < 64 {
+            return Err(invalid("max_record_bytes", "must be at least 64"));
+        }
+        if !matches!(self.log_format.as_str(), "" | "json" | "text") {
+            return Err(invalid("log_format", "must be json, text or empty"));
+        }
+        for (key, d) in [
+            ("follow_poll_interval", self.follow_poll_interval),
+            ("metadata_refresh_interval", self.metadata_refresh_interval),
+            ("progress_interval", self.progress_interval),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTP address, or `None` when the server is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listen.parse().ok()
+    }
+
+    /// The checkpoint file for `--follow` of `input`.
+    pub fn checkpoint_for(&self, input: &Path) -> PathBuf {
+        if self.checkpoint_path.is_empty() {
+            let mut name = input.as_os_str().to_owned();
+            name.push(".checkpoint");
+            PathBuf::from(name)
+        } else {
+            PathBuf::from(&self.checkpoint_path)
+        }
+    }
+
+    /// Active feature flags, by name, for `/healthz` and `feature_flag{name}`.
+    pub fn feature_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if self.feature_enhanced_metrics {
+            flags.push("enhanced_metrics".to_owned());
+        }
+        flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_default_config_loads_and_validates() {
+        let c = ProducerConfig::load(None, &env(&[])).unwrap();
+        assert_eq!(c, ProducerConfig::default());
+    }
+
+    #[test]
+    fn seed_environment_names_work() {
+        let c = ProducerConfig::load(
+            None,
+            &env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092"),
+                ("KAFKA_LINGER", "20ms"),
+                ("FEATURE_ENHANCED_METRICS", "true"),
+                ("INGEST_TOKEN", "t0ken"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka_bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(c.kafka_linger, Duration::from_millis(20));
+        assert_eq!(c.feature_flags(), ["enhanced_metrics"]);
+        assert_eq!(c.ingest_token.expose(), "t0ken");
+        assert!(!format!("{c:?}").contains("t0ken"));
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        for (name, value, key) in [
+            ("KAFKA_COMPRESSION", "brotli", "kafka_compression"),
+            ("KAFKA_TOPIC", "no spaces", "kafka_topic"),
+            ("HTTP_LISTEN", "port 80", "http_listen"),
+            ("KAFKA_TOPIC_PARTITIONS", "0", "kafka_topic_partitions"),
+            ("KAFKA_LINGER", "soon", "kafka_linger"),
+            ("SHUTDOWN_TIMEOUT", "-1", "shutdown_timeout"),
+        ] {
+            let e = ProducerConfig::load(None, &env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{name}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_defaults_to_a_file_next_to_the_input() {
+        let c = ProducerConfig::default();
+        assert_eq!(
+            c.checkpoint_for(Path::new("/var/log/app.log")),
+            Path::new("/var/log/app.log.checkpoint")
+        );
+    }
+}

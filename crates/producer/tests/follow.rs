@@ -1,0 +1,177 @@
+//! `--follow` against tansu: appends, partial lines, rotation, truncation, and a `producer`
+//! process killed with SIGKILL and restarted: no record skipped or repeated.
+
+#![allow(clippy::unwrap_used)] // Tests may unwrap.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use producer::checkpoint::Checkpoint;
+use producer::Source;
+use testkit::broker::{unique_name, Broker, BrokerOptions};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn broker_and_topic(prefix: &str) -> (Broker, String) {
+    let broker = Broker::start(BrokerOptions::memory()).await.unwrap();
+    let topic = unique_name(prefix);
+    broker.create_topic(&topic, 3).await.unwrap();
+    (broker, topic)
+}
+
+fn checkpoint_offset(path: &Path) -> Option<u64> {
+    Checkpoint::load(path).ok().flatten().map(|c| c.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_sends_appended_lines_once_and_waits_for_the_newline_of_a_partial_line() {
+    let (broker, topic) = broker_and_topic("follow-append").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, lines(0, 100)).unwrap();
+    let app = spawn_app(
+        config(&broker.bootstrap_servers(), &topic),
+        Source::Follow(log.clone()),
+    )
+    .await;
+    let got = consume(&broker.bootstrap_servers(), &topic, 100, WAIT).await;
+    assert_exactly_once(&got, 100);
+
+    append(&log, &lines(100, 200));
+    let partial = line(200);
+    append(&log, &partial[..partial.len() / 2]);
+    let ck = dir.path().join("app.log.checkpoint");
+    let whole = std::fs::metadata(&log).unwrap().len() - (partial.len() / 2) as u64;
+    eventually(WAIT, "checkpoint before the partial line", || {
+        checkpoint_offset(&ck) == Some(whole)
+    })
+    .await;
+    let got = consume(&broker.bootstrap_servers(), &topic, 200, WAIT).await;
+    assert_exactly_once(&got, 200);
+
+    append(&log, &partial[partial.len() / 2..]);
+    let len = std::fs::metadata(&log).unwrap().len();
+    eventually(WAIT, "checkpoint at the end", || {
+        checkpoint_offset(&ck) == Some(len)
+    })
+    .await;
+    let report = app.stop().await;
+    assert_eq!(report.sent, 201);
+    let got = consume(&broker.bootstrap_servers(), &topic, 201, WAIT).await;
+    assert_exactly_once(&got, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_finishes_a_rotated_file_then_reads_the_new_one_from_its_start() {
+    let (broker, topic) = broker_and_topic("follow-rotate").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, lines(0, 100)).unwrap();
+    let app = spawn_app(
+        config(&broker.bootstrap_servers(), &topic),
+        Source::Follow(log.clone()),
+    )
+    .await;
+    let got = consume(&broker.bootstrap_servers(), &topic, 100, WAIT).await;
+    assert_exactly_once(&got, 100);
+    // The last writes to the old file land just before the rotation.
+    append(&log, &lines(100, 150));
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&log, lines(150, 250)).unwrap();
+    let got = consume(&broker.bootstrap_servers(), &topic, 250, WAIT).await;
+    assert_exactly_once(&got, 250);
+    let ck = dir.path().join("app.log.checkpoint");
+    let len = std::fs::metadata(&log).unwrap().len();
+    eventually(WAIT, "checkpoint on the new file", || {
+        checkpoint_offset(&ck) == Some(len)
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_reads_a_truncated_file_again_from_its_start() {
+    let (broker, topic) = broker_and_topic("follow-truncate").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, lines(0, 100)).unwrap();
+    let app = spawn_app(
+        config(&broker.bootstrap_servers(), &topic),
+        Source::Follow(log.clone()),
+    )
+    .await;
+    let got = consume(&broker.bootstrap_servers(), &topic, 100, WAIT).await;
+    assert_exactly_once(&got, 100);
+    // copytruncate: same inode, shorter content.
+    let f = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    append(&log, &lines(100, 130));
+    let got = consume(&broker.bootstrap_servers(), &topic, 130, WAIT).await;
+    assert_exactly_once(&got, 130);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn follow_refuses_a_json_array_with_a_clear_error() {
+    let (broker, topic) = broker_and_topic("follow-array").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.json");
+    std::fs::write(&log, format!("[\n{}]\n", line(0))).unwrap();
+    let app = spawn_app(
+        config(&broker.bootstrap_servers(), &topic),
+        Source::Follow(log),
+    )
+    .await;
+    let err = tokio::time::timeout(WAIT, app.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("--follow needs NDJSON"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_killed_with_sigkill_resumes_at_its_checkpoint_across_a_rotation() {
+    let (broker, topic) = broker_and_topic("follow-kill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let ck = dir.path().join("ck.json");
+    std::fs::write(&log, lines(0, 1000)).unwrap();
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("KAFKA_TOPIC", topic.clone()),
+        ("CHECKPOINT_PATH", ck.display().to_string()),
+        ("FOLLOW_POLL_INTERVAL", "50ms".to_owned()),
+    ];
+    let args = ["run", "--input", log.to_str().unwrap(), "--follow"];
+    let mut p = spawn_producer(&args, &env, &dir.path().join("first.log"));
+    let len = std::fs::metadata(&log).unwrap().len();
+    eventually(WAIT, "first checkpoint at the end", || {
+        checkpoint_offset(&ck) == Some(len)
+    })
+    .await;
+    signal(p.0.id(), "-KILL");
+    wait_exit(&mut p, WAIT).await;
+    // While it is down: more lines, a rotation, and a new file.
+    append(&log, &lines(1000, 1500));
+    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&log, lines(1500, 2000)).unwrap();
+    let mut p = spawn_producer(&args, &env, &dir.path().join("second.log"));
+    let len = std::fs::metadata(&log).unwrap().len();
+    eventually(WAIT, "checkpoint at the end of the new file", || {
+        Checkpoint::load(&ck).ok().flatten().is_some_and(|c| {
+            c.offset == len
+                && c.inode == std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap())
+        })
+    })
+    .await;
+    signal(p.0.id(), "-TERM");
+    let status = wait_exit(&mut p, WAIT).await;
+    assert_eq!(status.code(), Some(0));
+    let got = consume(&broker.bootstrap_servers(), &topic, 2000, WAIT).await;
+    assert_exactly_once(&got, 2000);
+}
