@@ -46,14 +46,14 @@ die() { echo "$SCRIPT: $*" >&2; exit 1; }
 note() { echo "$SCRIPT: $*" >&2; }
 
 cleanup() {
-  local pid
+  local status=$? pid
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
-  if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
+  if [[ -n "$WORK" ]] && ((status == 0)); then rm -rf "$WORK"; fi
 }
 
 free_port() {
@@ -194,6 +194,7 @@ main() {
   c_s=$(echo "$t1 - $t0" | bc -l)
   c_rate=$(echo "$RECORDS / $c_s" | bc -l)
   hwm_full=$(status_kib "$CONSUMER_PID" VmHWM)
+  note "consumer: ${c_s}s, VmHWM ${hwm_full} KiB"
 
   note "receiver outage with $OUTAGE_RECORDS more records"
   local rss_outage=0 rss deadline paused
@@ -208,6 +209,7 @@ main() {
     sleep 0.2
   done
   paused=$(metric "$CONSUMER_PORT" consumer_paused)
+  note "outage: max VmRSS ${rss_outage} KiB, paused=$paused"
   curl -sf -X DELETE "http://127.0.0.1:$LOKI_CONTROL/control/faults" >/dev/null
   wait_for 300 "the outage backlog" accepted_at_least $((RECORDS + OUTAGE_RECORDS))
 

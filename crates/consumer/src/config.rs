@@ -108,9 +108,9 @@ pub struct ConsumerConfig {
     pub batch_max_wait: Duration,
     /// Pushes in flight at once. Default 4.
     pub max_in_flight_pushes: usize,
-    /// Records held (batching, in flight, retrying) before consumption pauses. Default 100000.
+    /// Records held (batching, in flight, retrying) before consumption pauses. Default 20000.
     pub buffer_max_records: usize,
-    /// Bytes held before consumption pauses. Default 64 MiB.
+    /// Bytes held before consumption pauses. Default 16 MiB.
     pub buffer_max_bytes: usize,
     /// First retry delay for 429, 5xx and network errors. Default `250ms`.
     #[serde(with = "humantime_serde")]
@@ -185,8 +185,8 @@ impl Default for ConsumerConfig {
             batch_max_records: 10_000,
             batch_max_wait: Duration::from_secs(1),
             max_in_flight_pushes: 4,
-            buffer_max_records: 100_000,
-            buffer_max_bytes: 64 * 1024 * 1024,
+            buffer_max_records: 20_000,
+            buffer_max_bytes: 16 * 1024 * 1024,
             retry_min_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 0,

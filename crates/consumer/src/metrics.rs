@@ -323,6 +323,8 @@ impl Metrics {
             .with_label_values(&[SERVICE, "kafka", "consume_failed"]);
         m.ingestion_errors
             .with_label_values(&[SERVICE, "kafka", "commit_failed"]);
+        m.ingestion_errors
+            .with_label_values(&[SERVICE, "kafka", "offset_gap"]);
         for s in PUSH_STATUSES {
             m.push_requests.with_label_values(&[s]);
         }

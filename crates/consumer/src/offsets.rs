@@ -20,25 +20,52 @@ struct Partition {
     /// Offset of `done[0]`; also the next offset to commit (everything before is delivered).
     base: i64,
     done: VecDeque<bool>,
+    /// Whether any record was received since the assignment.
+    started: bool,
+}
+
+/// What [`OffsetTracker::track`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// The record is now held; its partition's generation.
+    Tracked(Generation),
+    /// Offsets between the last one received and this one never arrived: the caller must
+    /// seek back to `expected` (never silently skip them) unless the gap is confirmed.
+    Gap {
+        /// The first missing offset.
+        expected: i64,
+    },
+    /// An offset already held or delivered (after a seek back): skip it.
+    Duplicate,
 }
 
 impl Partition {
-    fn track(&mut self, offset: i64) {
+    /// The offset after the newest one received, once anything was received.
+    fn next_expected(&self) -> Option<i64> {
+        self.started.then_some(self.base + self.done.len() as i64)
+    }
+
+    fn track(&mut self, offset: i64, accept_gap: bool) -> Track {
         let end = self.base + self.done.len() as i64;
-        if self.done.is_empty() && offset > self.base {
-            // First record after (re)start may sit past the committed offset: nothing to hold
-            // before it.
+        if !self.started {
+            // The first record after an assignment starts where the group's committed offset
+            // (or auto.offset.reset) put the fetcher: nothing to hold before it.
+            self.started = true;
             self.base = offset;
         } else if offset > end {
-            // A gap: those offsets hold no records for us.
+            if !accept_gap {
+                return Track::Gap { expected: end };
+            }
+            // A confirmed gap (compacted offsets, transaction markers): nothing to hold there.
             for _ in end..offset {
                 self.done.push_back(true);
             }
         } else if offset < end {
-            // Redelivered (seek back); already tracked.
-            return;
+            // Redelivered after a seek back; already tracked.
+            return Track::Duplicate;
         }
         self.done.push_back(false);
+        Track::Tracked(self.generation)
     }
 
     fn complete(&mut self, offset: i64) {
@@ -85,9 +112,21 @@ impl OffsetTracker {
                 generation,
                 base: 0,
                 done: VecDeque::new(),
+                started: false,
             },
         );
         generation
+    }
+
+    /// Sets where a newly assigned partition's first record must be (its committed offset):
+    /// a first record past it is then a gap, not a silent start further on.
+    pub fn start_at(&mut self, partition: i32, offset: i64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            if !p.started {
+                p.started = true;
+                p.base = offset;
+            }
+        }
     }
 
     /// Forgets a revoked partition; acks for it are ignored from now on.
@@ -101,18 +140,24 @@ impl OffsetTracker {
     }
 
     /// Records that `offset` was received and is now held. Offsets arrive in order per
-    /// partition. Returns the partition's generation (assigning it if unknown).
-    pub fn track(&mut self, partition: i32, offset: i64) -> Generation {
+    /// partition; a jump forward is reported as a [`Track::Gap`] unless `accept_gap`.
+    pub fn track(&mut self, partition: i32, offset: i64, accept_gap: bool) -> Track {
         if !self.partitions.contains_key(&partition) {
             self.assign(partition);
         }
         match self.partitions.get_mut(&partition) {
-            Some(p) => {
-                p.track(offset);
-                p.generation
-            }
-            None => 0,
+            Some(p) => p.track(offset, accept_gap),
+            None => Track::Duplicate,
         }
+    }
+
+    /// Per assigned partition, the offset after the newest one received (where fetching must
+    /// continue), for partitions that received anything.
+    pub fn positions(&self) -> Vec<(i32, i64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(k, p)| p.next_expected().map(|o| (*k, o)))
+            .collect()
     }
 
     /// Marks offsets delivered; returns the partitions whose next-to-commit offset moved, with
@@ -168,7 +213,7 @@ mod tests {
         let mut t = OffsetTracker::new();
         let g = t.assign(0);
         for o in 10..15 {
-            t.track(0, o);
+            assert_eq!(t.track(0, o, false), Track::Tracked(g));
         }
         assert_eq!(t.complete([(0, g, 12), (0, g, 13)]), vec![]);
         assert_eq!(t.complete([(0, g, 10)]), vec![(0, 11)]);
@@ -177,11 +222,13 @@ mod tests {
     }
 
     #[test]
-    fn gaps_in_offsets_do_not_block_the_watermark() {
+    fn a_gap_is_reported_until_confirmed_and_then_does_not_block_the_watermark() {
         let mut t = OffsetTracker::new();
         let g = t.assign(1);
-        t.track(1, 0);
-        t.track(1, 5);
+        t.track(1, 0, false);
+        assert_eq!(t.track(1, 5, false), Track::Gap { expected: 1 });
+        assert_eq!(t.positions(), vec![(1, 1)]);
+        assert_eq!(t.track(1, 5, true), Track::Tracked(g));
         assert_eq!(t.complete([(1, g, 0)]), vec![(1, 5)]);
         assert_eq!(t.complete([(1, g, 5)]), vec![(1, 6)]);
     }
@@ -190,11 +237,11 @@ mod tests {
     fn acks_from_an_earlier_generation_are_ignored() {
         let mut t = OffsetTracker::new();
         let old = t.assign(2);
-        t.track(2, 0);
+        t.track(2, 0, false);
         t.revoke(2);
         let new = t.assign(2);
         assert_ne!(old, new);
-        t.track(2, 0);
+        t.track(2, 0, false);
         assert_eq!(t.complete([(2, old, 0)]), vec![]);
         assert_eq!(t.complete([(2, new, 0)]), vec![(2, 1)]);
     }
@@ -204,9 +251,9 @@ mod tests {
         let mut t = OffsetTracker::new();
         let a = t.assign(0);
         let b = t.assign(1);
-        t.track(0, 0);
-        t.track(0, 1);
-        t.track(1, 7);
+        t.track(0, 0, false);
+        t.track(0, 1, false);
+        t.track(1, 7, false);
         let mut moved = t.complete([(0, a, 1), (1, b, 7)]);
         moved.sort_unstable();
         assert_eq!(moved, vec![(1, 8)]);
@@ -219,7 +266,7 @@ mod tests {
     fn duplicate_and_unknown_acks_change_nothing() {
         let mut t = OffsetTracker::new();
         let g = t.assign(0);
-        t.track(0, 0);
+        t.track(0, 0, false);
         assert_eq!(t.complete([(0, g, 0)]), vec![(0, 1)]);
         assert_eq!(t.complete([(0, g, 0), (0, g, 99), (5, g, 0)]), vec![]);
     }
@@ -228,9 +275,19 @@ mod tests {
     fn redelivered_offsets_are_not_tracked_twice() {
         let mut t = OffsetTracker::new();
         let g = t.assign(0);
-        t.track(0, 3);
-        t.track(0, 3);
+        t.track(0, 3, false);
+        assert_eq!(t.track(0, 3, false), Track::Duplicate);
         assert_eq!(t.held(), vec![(0, 1)]);
         assert_eq!(t.complete([(0, g, 3)]), vec![(0, 4)]);
+    }
+
+    #[test]
+    fn a_first_record_past_the_committed_offset_is_a_gap() {
+        let mut t = OffsetTracker::new();
+        let g = t.assign(0);
+        t.start_at(0, 10);
+        assert_eq!(t.track(0, 12, false), Track::Gap { expected: 10 });
+        assert_eq!(t.track(0, 10, false), Track::Tracked(g));
+        assert_eq!(t.complete([(0, g, 10)]), vec![(0, 11)]);
     }
 }

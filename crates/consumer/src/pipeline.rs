@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -30,7 +31,27 @@ use crate::deliver::{deliver, Completion, Shared};
 use crate::dlq::DeadLetter;
 use crate::kafka::{commit_result, AssignmentChange, LogConsumer};
 use crate::labels::LabelResolver;
-use crate::offsets::OffsetTracker;
+use crate::offsets::{OffsetTracker, Track};
+
+/// Messages taken per wake-up of the loop before it looks at completions and timers again.
+const BURST: usize = 256;
+
+/// How far the first seek back goes when records are missing; each further attempt goes
+/// sixteen times further (some brokers answer a fetch from the middle of a record batch with the
+/// next batch, so a seek to the exact offset is not enough).
+const GAP_FIRST_STEP: i64 = 1;
+
+/// A gap being repaired on one partition.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    /// The first missing offset.
+    expected: i64,
+    /// How far before it the last seek went.
+    step: i64,
+    /// The record just before `expected` was seen again since the last seek: if the next one is
+    /// still past `expected`, the gap is real (compaction, transaction markers).
+    saw_previous: bool,
+}
 
 /// What the loop did, reported at exit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -65,6 +86,12 @@ pub struct Pipeline {
     consumed: u64,
     consumed_unreported: u64,
     shutdown_timeout: Duration,
+    /// Wall clock in ns, refreshed every tick (Loki's age checks need minutes, not ns).
+    now: i64,
+    /// Per partition, an offset gap being repaired.
+    gaps: HashMap<i32, Gap>,
+    /// `auto.offset.reset` is `earliest` (a new group starts at the low watermark).
+    from_earliest: bool,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -106,6 +133,9 @@ impl Pipeline {
             consumed: 0,
             consumed_unreported: 0,
             shutdown_timeout: config.shutdown_timeout,
+            now: schema::Timestamp::now().as_nanos(),
+            gaps: HashMap::new(),
+            from_earliest: config.kafka_auto_offset_reset == "earliest",
         }
     }
 
@@ -123,13 +153,15 @@ impl Pipeline {
                 _ = tick.tick() => self.on_tick(),
                 msg = consumer.recv() => {
                     self.apply_assignment_changes();
-                    match msg {
-                        Ok(m) => self.on_message(&m),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "kafka consume error");
-                            self.shared.metrics.ingestion_errors
-                                .with_label_values(&[crate::metrics::SERVICE, "kafka", "consume_failed"])
-                                .inc();
+                    self.on_consumed(msg);
+                    // Take what is already queued without another trip through select!.
+                    for _ in 0..BURST {
+                        match consumer.recv().now_or_never() {
+                            Some(msg) => self.on_consumed(msg),
+                            None => break,
+                        }
+                        if self.over_bounds() {
+                            break;
                         }
                     }
                 }
@@ -189,12 +221,33 @@ impl Pipeline {
         }
     }
 
+    fn on_consumed(&mut self, msg: Result<BorrowedMessage<'_>, rdkafka::error::KafkaError>) {
+        match msg {
+            Ok(m) => self.on_message(&m),
+            Err(e) => {
+                tracing::warn!(error = %e, "kafka consume error");
+                self.shared
+                    .metrics
+                    .ingestion_errors
+                    .with_label_values(&[crate::metrics::SERVICE, "kafka", "consume_failed"])
+                    .inc();
+            }
+        }
+    }
+
+    fn over_bounds(&self) -> bool {
+        self.held_records >= self.max_records || self.held_bytes >= self.max_bytes
+    }
+
     fn apply_assignment_changes(&mut self) {
         for change in self.consumer.context().take_changes() {
             match change {
                 AssignmentChange::Assigned(parts) => {
                     for p in &parts {
                         self.tracker.assign(*p);
+                    }
+                    for (p, start) in self.start_offsets(&parts) {
+                        self.tracker.start_at(p, start);
                     }
                     if self.paused {
                         self.set_paused(&parts, true);
@@ -220,6 +273,7 @@ impl Pipeline {
     }
 
     fn on_tick(&mut self) {
+        self.now = schema::Timestamp::now().as_nanos();
         self.apply_assignment_changes();
         for b in self.batcher.take_aged(Instant::now()) {
             self.dispatch(b);
@@ -253,8 +307,9 @@ impl Pipeline {
     fn update_backpressure(&mut self) {
         let misconfigured = self.shared.misconfigured.load(Ordering::SeqCst);
         let over = self.held_records >= self.max_records || self.held_bytes >= self.max_bytes;
-        let under = self.held_records <= self.max_records * 8 / 10
-            && self.held_bytes <= self.max_bytes * 8 / 10;
+        // Resume only at half the bounds: every pause costs a re-fetch, so fewer, longer runs.
+        let under =
+            self.held_records <= self.max_records / 2 && self.held_bytes <= self.max_bytes / 2;
         if !self.paused && (over || misconfigured) {
             tracing::info!(
                 held_records = self.held_records,
@@ -265,6 +320,11 @@ impl Pipeline {
             self.pause_all();
         } else if self.paused && under && !misconfigured {
             tracing::info!(held_records = self.held_records, "resuming consumption");
+            // librdkafka purges prefetched messages on pause and may resume past them: continue
+            // exactly after the last record received, so nothing is skipped.
+            for (p, next) in self.tracker.positions() {
+                self.seek(p, next);
+            }
             let parts = self.consumer.context().assigned();
             self.set_paused(&parts, false);
             self.paused = false;
@@ -277,6 +337,50 @@ impl Pipeline {
         self.set_paused(&parts, true);
         self.paused = true;
         self.shared.metrics.paused.set(1);
+    }
+
+    /// Where each newly assigned partition's fetch starts: its committed offset, or for a group
+    /// without one the low watermark (with `auto.offset.reset=earliest`).
+    fn start_offsets(&self, parts: &[i32]) -> Vec<(i32, i64)> {
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; gaps at start are not checked");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            match e.offset() {
+                Offset::Offset(o) => out.push((e.partition(), o)),
+                _ if self.from_earliest => {
+                    if let Ok((low, _)) = self.consumer.fetch_watermarks(
+                        &self.topic,
+                        e.partition(),
+                        Duration::from_secs(5),
+                    ) {
+                        out.push((e.partition(), low));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn seek(&self, partition: i32, offset: i64) {
+        if let Err(e) = self.consumer.seek(
+            &self.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::ZERO,
+        ) {
+            tracing::warn!(error = %e, partition, offset, "seek failed");
+        }
     }
 
     fn set_paused(&self, parts: &[i32], pause: bool) {
@@ -301,11 +405,77 @@ impl Pipeline {
         if m.topic() != self.topic {
             return;
         }
-        self.consumed += 1;
-        self.consumed_unreported += 1;
         let partition = m.partition();
         let offset = m.offset();
-        let generation = self.tracker.track(partition, offset);
+        let confirmed = self.gaps.get(&partition).is_some_and(|g| g.saw_previous);
+        let generation = match self.tracker.track(partition, offset, confirmed) {
+            Track::Tracked(g) => {
+                if let Some(gap) = self.gaps.remove(&partition) {
+                    if offset > gap.expected {
+                        tracing::warn!(partition, from = gap.expected, to = offset,
+                            "offsets absent from the log (compacted topic or transaction markers); continuing after them");
+                    } else {
+                        tracing::info!(partition, offset, "offset gap repaired, no record skipped");
+                    }
+                }
+                g
+            }
+            Track::Duplicate => {
+                if let Some(gap) = self.gaps.get_mut(&partition) {
+                    if offset == gap.expected - 1 {
+                        gap.saw_previous = true;
+                    }
+                }
+                return;
+            }
+            Track::Gap { expected } => {
+                let gap = self.gaps.entry(partition).or_insert(Gap {
+                    expected,
+                    step: 0,
+                    saw_previous: false,
+                });
+                if gap.expected != expected {
+                    *gap = Gap {
+                        expected,
+                        step: 0,
+                        saw_previous: false,
+                    };
+                }
+                gap.step = if gap.step == 0 {
+                    GAP_FIRST_STEP
+                } else {
+                    gap.step.saturating_mul(16)
+                };
+                gap.saw_previous = false;
+                let target = (expected - gap.step).max(0);
+                let step = gap.step;
+                if step <= GAP_FIRST_STEP {
+                    tracing::warn!(
+                        partition,
+                        expected,
+                        got = offset,
+                        "records missing from the fetch: seeking back so none is skipped"
+                    );
+                }
+                self.shared
+                    .metrics
+                    .ingestion_errors
+                    .with_label_values(&[crate::metrics::SERVICE, "kafka", "offset_gap"])
+                    .inc();
+                // Seek to just before the missing record; duplicates up to it are skipped.
+                self.seek(
+                    partition,
+                    if step == GAP_FIRST_STEP {
+                        expected
+                    } else {
+                        target
+                    },
+                );
+                return;
+            }
+        };
+        self.consumed += 1;
+        self.consumed_unreported += 1;
         let held = Held {
             partition,
             generation,
@@ -324,7 +494,8 @@ impl Pipeline {
         });
         let payload = m.payload();
         let kafka_ms = m.timestamp().to_millis();
-        match schema::kafka::decode(payload, header_pairs) {
+        let decoded = schema::kafka::decode_with_text(payload, header_pairs);
+        match decoded {
             Err(e) => {
                 self.shared.metrics.decode_failed(&e, partition, offset);
                 let letter = DeadLetter {
@@ -337,12 +508,13 @@ impl Pipeline {
                 };
                 self.dead_letter(letter, held);
             }
-            Ok(record) => {
+            Ok((record, text)) => {
                 // Our producer writes the canonical form: use its bytes as the line as they
                 // are. Anything else is re-serialised to the canonical form.
-                let line = match (ours, payload.and_then(|p| std::str::from_utf8(p).ok())) {
-                    (true, Some(text)) => text.to_owned(),
-                    _ => record.to_json(),
+                let line = if ours {
+                    text.to_owned()
+                } else {
+                    record.to_json()
                 };
                 self.on_record(&record, line, held, kafka_ms);
             }
@@ -374,9 +546,10 @@ impl Pipeline {
             line,
             structured_metadata: metadata,
         };
-        let now = schema::Timestamp::now().as_nanos();
         let newest = self.newest.get(&resolved.labels).copied();
-        if let Err(rejection) = check_entry(&resolved.labels, &entry, now, newest, &self.limits) {
+        if let Err(rejection) =
+            check_entry(&resolved.labels, &entry, self.now, newest, &self.limits)
+        {
             self.shared.metrics.preflight_failed(
                 rejection.reason,
                 held.partition,
@@ -405,7 +578,7 @@ impl Pipeline {
         if let Some(batch) = self.batcher.add(&resolved.labels, entry, held, kafka_ms) {
             self.dispatch(batch);
         }
-        if self.held_records >= self.max_records || self.held_bytes >= self.max_bytes {
+        if self.over_bounds() {
             self.update_backpressure();
         }
     }

@@ -5,7 +5,7 @@
 use thiserror::Error;
 
 use crate::record::LogRecord;
-use crate::validate::{parse_record_bytes, Reason, RecordError};
+use crate::validate::{parse_record, Reason, RecordError};
 
 /// Header carrying the schema version.
 pub const HEADER_SCHEMA_VERSION: &str = "schema-version";
@@ -90,6 +90,18 @@ pub fn decode<'a, 'h, H>(value: Option<&'a [u8]>, headers: H) -> Result<LogRecor
 where
     H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
 {
+    decode_with_text(value, headers).map(|(record, _)| record)
+}
+
+/// Like [`decode`], also returning the value as text (validated as UTF-8 once, for callers
+/// that forward the canonical bytes as they are).
+pub fn decode_with_text<'a, 'h, H>(
+    value: Option<&'a [u8]>,
+    headers: H,
+) -> Result<(LogRecord<'a>, &'a str), WireError>
+where
+    H: IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+{
     for (name, v) in headers {
         let v = v.unwrap_or_default();
         if name.eq_ignore_ascii_case(HEADER_SCHEMA_VERSION) && v != SCHEMA_VERSION.as_bytes() {
@@ -108,7 +120,12 @@ where
     let value = value
         .filter(|v| !v.is_empty())
         .ok_or(WireError::EmptyValue)?;
-    Ok(parse_record_bytes(value)?)
+    let text = std::str::from_utf8(value).map_err(|e| {
+        WireError::Record(RecordError::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        })
+    })?;
+    Ok((parse_record(text)?, text))
 }
 
 #[cfg(test)]
