@@ -227,8 +227,8 @@ pub fn create_consumer(
             config.lag_interval.as_millis().max(100).to_string(),
         )
         // Bound librdkafka's own prefetch so memory follows our buffer settings.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("fetch.max.bytes", "4194304")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608")
         .set(
             "partition.assignment.strategy",
             if config.feature_new_consumer {

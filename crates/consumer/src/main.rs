@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-
-/// mimalloc: the consumer allocates and frees one line and a few metadata strings per record
-/// across threads; glibc's allocator spent a fifth of the CPU on that and fragmented memory.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use consumer::ConsumerConfig;
 

@@ -54,6 +54,7 @@ pub enum EncodeError {
 /// Reusable buffers for protobuf + snappy encoding, so steady-state pushes do not allocate.
 pub struct ProtobufEncoder {
     raw: Vec<u8>,
+    scratch: Vec<u8>,
     snappy: snap::raw::Encoder,
 }
 
@@ -74,6 +75,7 @@ impl ProtobufEncoder {
     pub fn new() -> Self {
         Self {
             raw: Vec::new(),
+            scratch: Vec::new(),
             snappy: snap::raw::Encoder::new(),
         }
     }
@@ -85,10 +87,15 @@ impl ProtobufEncoder {
         // Encoding into a Vec cannot run out of space.
         push.encode(&mut self.raw)
             .map_err(|e| EncodeError::Compress(std::io::Error::other(e)))?;
+        // Compress into the reused scratch buffer, then copy out exactly the compressed bytes:
+        // `out` is usually handed away (a request body), the scratch stays warm.
+        let need = snap::raw::max_compress_len(self.raw.len());
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
+        let n = self.snappy.compress(&self.raw, &mut self.scratch)?;
         out.clear();
-        out.resize(snap::raw::max_compress_len(self.raw.len()), 0);
-        let n = self.snappy.compress(&self.raw, out)?;
-        out.truncate(n);
+        out.extend_from_slice(&self.scratch[..n]);
         Ok(())
     }
 }
