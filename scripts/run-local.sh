@@ -24,6 +24,7 @@ Environment (defaults in brackets):
   LOKI_URL           use this Loki instead of starting the receiver (e.g. a real Loki)
   RATE [50]          records/s the producer replays
   LOGPIPE_RUN_DIR    state, logs and data [\$HOME/.cache/logpipe/run]
+  LOGPIPE_SKIP_BUILD=1  use the release binaries already built (no cargo build)
 
 Exit status: 0 on success (and after Ctrl-C), 1 when something failed to start, 2 on bad usage.
 USAGE
@@ -43,7 +44,8 @@ RUN="$LOGPIPE_RUN_DIR"
 # start NAME CMD... — starts a process in the background, records its pid, logs to RUN/NAME.log.
 start() {
   local name="$1"; shift
-  "$@" >"$RUN/$name.log" 2>&1 &
+  # No inherited stdin or extra descriptors: a caller waiting on them (bats) would hang.
+  "$@" </dev/null >"$RUN/$name.log" 2>&1 3>&- &
   echo "$!" >"$RUN/$name.pid"
   log "started $name (pid $!, log $RUN/$name.log)"
 }
@@ -63,7 +65,9 @@ wait_http() {
 
 stop_all() {
   local f pid
-  for f in producer consumer prometheus loki tansu; do
+  # Colours started by blue-green-deploy.sh (scripts/lib/runtime.sh) use the same pid files.
+  for f in front-door producer-blue producer-green consumer-blue consumer-green \
+      producer consumer prometheus loki tansu; do
     [[ -f "$RUN/$f.pid" ]] || continue
     pid="$(cat "$RUN/$f.pid")"
     if kill -0 "$pid" 2>/dev/null; then
@@ -88,11 +92,15 @@ status() {
 }
 
 prometheus_config() {
+  # The base processes and the blue/green colours (ports +100 and +200, scripts/lib/runtime.sh).
+  local p="127.0.0.1:$PRODUCER_PORT" c="127.0.0.1:$CONSUMER_PORT"
+  local pb="127.0.0.1:$((PRODUCER_PORT + 100))" pg="127.0.0.1:$((PRODUCER_PORT + 200))"
+  local cb="127.0.0.1:$((CONSUMER_PORT + 100))" cg="127.0.0.1:$((CONSUMER_PORT + 200))"
   cat >"$RUN/prometheus.yml" <<YAML
 global: {scrape_interval: 5s, evaluation_interval: 5s}
 scrape_configs:
-  - {job_name: producer, static_configs: [{targets: ['127.0.0.1:$PRODUCER_PORT']}]}
-  - {job_name: consumer, static_configs: [{targets: ['127.0.0.1:$CONSUMER_PORT']}]}
+  - {job_name: producer, static_configs: [{targets: ['$p', '$pb', '$pg']}]}
+  - {job_name: consumer, static_configs: [{targets: ['$c', '$cb', '$cg']}]}
 YAML
   [[ -n "${LOKI_URL:-}" ]] || cat >>"$RUN/prometheus.yml" <<YAML
   - {job_name: loki, static_configs: [{targets: ['127.0.0.1:$LOKI_PORT']}]}
@@ -107,8 +115,12 @@ up() {
   fi
   tools_env
   ensure_tools
-  log "building release binaries"
-  cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit >&2
+  if [[ "${LOGPIPE_SKIP_BUILD:-0}" == 1 ]]; then
+    log "LOGPIPE_SKIP_BUILD=1: using the release binaries already built"
+  else
+    log "building release binaries"
+    cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit >&2
+  fi
   bin="$CARGO_TARGET_DIR/release"
   trap 'stop_all' EXIT
   (cd "$RUN/tansu" && start tansu "$TANSU_BIN" broker \

@@ -19,7 +19,7 @@ Runs every check of the project: formatting, lints, all test suites.
 
 Options:
   --no-install   do not install missing tools (fail instead)
-  --only STEP    run one step: install, fmt, clippy, tests, deploy, bench-check
+  --only STEP    run one step: install, fmt, clippy, tests, deploy, scripts, bench-check
   -h, --help     show this help
 
 Environment:
@@ -65,6 +65,12 @@ step_deploy() {
   "$ROOT/scripts/check-deploy.sh" --no-install
 }
 
+step_scripts() {
+  log "ops scripts: shellcheck and the bats suites (against the local runtime)"
+  cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit
+  LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/check-scripts.sh"
+}
+
 step_bench_check() {
   log "benchmarks compile and run once (no timing asserted)"
   cargo bench --workspace --locked --no-run
@@ -108,9 +114,11 @@ main() {
     ensure_deploy_tools
   fi
   case "$only" in
-    "") step_fmt; step_clippy; step_tests; step_deploy; step_bench_check; check_no_leftovers ;;
+    "") step_fmt; step_clippy; step_tests; step_deploy; step_scripts; step_bench_check
+        check_no_leftovers ;;
     install) ensure_tools; ensure_deploy_tools ;;
     deploy) step_deploy ;;
+    scripts) step_scripts ;;
     fmt) step_fmt ;;
     clippy) step_clippy ;;
     tests) step_tests; check_no_leftovers ;;

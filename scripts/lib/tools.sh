@@ -71,7 +71,7 @@ ensure_tools() {
   # cmake: rdkafka's bundled librdkafka build; protoc: independent protobuf check;
   # prometheus/promtool: metrics tests; shellcheck/bats: script checks.
   ensure_apt cmake:cmake protoc:protobuf-compiler prometheus:prometheus promtool:prometheus \
-    shellcheck:shellcheck bats:bats curl:curl
+    shellcheck:shellcheck bats:bats curl:curl nginx:nginx-light sqlite3:sqlite3 jq:jq
   [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
   # librdkafka 2.12's cmake build includes curl/curl.h even with curl disabled
   # (confluentinc/librdkafka#5135): only the header is needed.
