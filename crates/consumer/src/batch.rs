@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use schema::loki::entry_size;
-use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
+use schema::loki::proto::EntryAdapter;
 
 use crate::offsets::Generation;
 
@@ -78,17 +78,6 @@ impl Batch {
             .collect();
         self.entries = idx.iter().filter_map(|&i| entries[i].take()).collect();
         self.held = idx.iter().map(|&i| self.held[i]).collect();
-    }
-
-    /// The push request of a slice of this stream's entries.
-    pub fn push_request(labels: &str, entries: &[EntryAdapter]) -> PushRequest {
-        PushRequest {
-            streams: vec![StreamAdapter {
-                labels: labels.to_owned(),
-                entries: entries.to_vec(),
-                hash: 0,
-            }],
-        }
     }
 }
 
