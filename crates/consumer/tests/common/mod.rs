@@ -128,9 +128,18 @@ impl Env {
         for p in 0..partitions {
             tpl.add_partition(&self.topic, p);
         }
-        let committed = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed");
+        // The group coordinator can be slow to answer on a loaded machine: ask a few times.
+        let mut attempt = 0;
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    eprintln!("committed offsets not answered ({e}), asking again");
+                }
+                Err(e) => panic!("committed offsets: {e}"),
+            }
+        };
         committed
             .elements()
             .iter()
