@@ -19,7 +19,7 @@ Runs every check of the project: formatting, lints, all test suites.
 
 Options:
   --no-install   do not install missing tools (fail instead)
-  --only STEP    run one step: install, fmt, clippy, tests, deploy, scripts, bench-check
+  --only STEP    run one step: install, fmt, clippy, tests, deploy, ci, scripts, bench-check
   -h, --help     show this help
 
 Environment:
@@ -71,6 +71,13 @@ step_scripts() {
   LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/check-scripts.sh"
 }
 
+step_ci_pipeline() {
+  log "GitLab pipeline: schema, gitlab-ci-local expansion, invariants"
+  local flags=()
+  [[ "$INSTALL" == 1 ]] || flags+=(--no-install)
+  "$ROOT/scripts/check-ci.sh" "${flags[@]}"
+}
+
 step_bench_check() {
   log "benchmarks compile and run once (no timing asserted)"
   cargo bench --workspace --locked --no-run
@@ -96,11 +103,12 @@ cleanup() {
 }
 
 main() {
-  local install=1 only=""
+  local only=""
+  INSTALL=1
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
-      --no-install) install=0 ;;
+      --no-install) INSTALL=0 ;;
       --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; only="$2"; shift ;;
       *) log "unknown argument: $1"; usage >&2; exit 2 ;;
     esac
@@ -109,16 +117,17 @@ main() {
   trap cleanup EXIT
   cd "$ROOT"
   tools_env
-  if [[ "$install" == 1 ]]; then
+  if [[ "$INSTALL" == 1 ]]; then
     ensure_tools
     ensure_deploy_tools
   fi
   case "$only" in
-    "") step_fmt; step_clippy; step_tests; step_deploy; step_scripts; step_bench_check
-        check_no_leftovers ;;
+    "") step_fmt; step_clippy; step_tests; step_deploy; step_ci_pipeline; step_scripts
+        step_bench_check; check_no_leftovers ;;
     install) ensure_tools; ensure_deploy_tools ;;
     deploy) step_deploy ;;
     scripts) step_scripts ;;
+    ci) step_ci_pipeline ;;
     fmt) step_fmt ;;
     clippy) step_clippy ;;
     tests) step_tests; check_no_leftovers ;;

@@ -1,0 +1,60 @@
+// k6 load test of the producer's HTTP ingest (POST /v1/logs), run by the GitLab "performance"
+// stage: `k6 run --env PRODUCER_URL=http://producer:8000 tests/load/ingestion-load-test.js`.
+// Each iteration posts one NDJSON batch of realistic records; the producer answers 200 only
+// after Kafka acknowledged them, so the latency measured is ingest-to-durable.
+import http from 'k6/http';
+import { check } from 'k6';
+import { Counter, Rate } from 'k6/metrics';
+
+const PRODUCER_URL = __ENV.PRODUCER_URL || 'http://127.0.0.1:8000';
+const TOKEN = __ENV.INGEST_TOKEN || '';
+const BATCH = parseInt(__ENV.BATCH || '100', 10);
+
+const recordsAccepted = new Counter('records_accepted');
+const recordsRejected = new Counter('records_rejected');
+const ingestErrors = new Rate('ingest_errors');
+
+export const options = {
+  scenarios: {
+    steady: { executor: 'constant-vus', vus: 10, duration: '1m' },
+    spike: { executor: 'ramping-vus', startTime: '1m', startVUs: 10,
+      stages: [{ duration: '20s', target: 40 }, { duration: '20s', target: 0 }] },
+  },
+  thresholds: {
+    ingest_errors: ['rate<0.01'],
+    http_req_duration: ['p(95)<500', 'p(99)<1500'],
+  },
+};
+
+const SERVICES = ['api-gateway', 'auth-service', 'order-service', 'payment-service'];
+const LEVELS = ['info', 'info', 'info', 'debug', 'warn', 'error'];
+
+function batch(vu, iter) {
+  const lines = [];
+  for (let i = 0; i < BATCH; i++) {
+    lines.push(JSON.stringify({
+      timestamp: new Date().toISOString(),
+      level: LEVELS[(iter + i) % LEVELS.length],
+      service: SERVICES[(vu + i) % SERVICES.length],
+      message: `k6 load record ${vu}-${iter}-${i}`,
+      request_id: `k6-${vu}-${iter}-${i}`,
+      http: { method: 'POST', path: '/v1/orders', status: 201, duration_ms: (i * 7) % 300 },
+    }));
+  }
+  return lines.join('\n');
+}
+
+export default function () {
+  const headers = { 'Content-Type': 'application/x-ndjson' };
+  if (TOKEN) headers.Authorization = `Bearer ${TOKEN}`;
+  const res = http.post(`${PRODUCER_URL}/v1/logs`, batch(__VU, __ITER), { headers });
+  const ok = check(res, {
+    'status is 200': (r) => r.status === 200,
+    'every record accepted': (r) => r.status === 200 && r.json('accepted') === BATCH,
+  });
+  ingestErrors.add(!ok);
+  if (res.status === 200) {
+    recordsAccepted.add(res.json('accepted'));
+    recordsRejected.add(res.json('rejected'));
+  }
+}
