@@ -50,6 +50,8 @@ pub struct PipelineContext {
     metrics: Metrics,
     changes: Mutex<Vec<AssignmentChange>>,
     assigned: Mutex<BTreeSet<i32>>,
+    /// Partitions whose lag series this consumer exports (removed when no longer assigned).
+    reported: Mutex<Vec<i32>>,
 }
 
 impl PipelineContext {
@@ -59,6 +61,7 @@ impl PipelineContext {
             metrics,
             changes: Mutex::new(Vec::new()),
             assigned: Mutex::new(BTreeSet::new()),
+            reported: Mutex::new(Vec::new()),
         }
     }
 
@@ -84,6 +87,15 @@ impl PipelineContext {
             .filter(|e| e.topic() == self.topic)
             .map(|e| e.partition())
             .collect()
+    }
+
+    /// Exports lag for `lags` and removes the series of partitions reported before but not now
+    /// (revoked ones), so lag is only ever reported by a partition's current owner.
+    fn report_lag(&self, lags: &[(i32, i64)]) {
+        if let Ok(mut reported) = self.reported.lock() {
+            self.metrics.set_lag(lags, &reported);
+            *reported = lags.iter().map(|(p, _)| *p).collect();
+        }
     }
 
     fn record(&self, change: AssignmentChange) {
@@ -115,26 +127,23 @@ pub fn commit_result(r: KafkaResult<()>) -> KafkaResult<()> {
 impl ClientContext for PipelineContext {
     fn stats(&self, stats: Statistics) {
         let assigned = self.assigned();
-        let Some(topic) = stats.topics.get(&self.topic) else {
-            self.metrics.set_lag(&[], &assigned);
-            return;
-        };
         let mut lags = Vec::new();
-        for (&p, s) in &topic.partitions {
-            if p < 0 || !assigned.contains(&p) || s.hi_offset < 0 {
-                continue;
+        if let Some(topic) = stats.topics.get(&self.topic) {
+            for (&p, s) in &topic.partitions {
+                if p < 0 || !assigned.contains(&p) || s.hi_offset < 0 {
+                    continue;
+                }
+                let base = if s.stored_offset >= 0 {
+                    s.stored_offset
+                } else if s.committed_offset >= 0 {
+                    s.committed_offset
+                } else {
+                    s.lo_offset.max(0)
+                };
+                lags.push((p, (s.hi_offset - base).max(0)));
             }
-            let base = if s.stored_offset >= 0 {
-                s.stored_offset
-            } else if s.committed_offset >= 0 {
-                s.committed_offset
-            } else {
-                s.lo_offset.max(0)
-            };
-            lags.push((p, (s.hi_offset - base).max(0)));
         }
-        let previous: Vec<i32> = topic.partitions.keys().copied().collect();
-        self.metrics.set_lag(&lags, &previous);
+        self.report_lag(&lags);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -155,6 +164,17 @@ impl ConsumerContext for PipelineContext {
                 self.metrics.rebalances.with_label_values(&["revoke"]).inc();
                 tracing::info!(partitions = ?parts, "partitions revoked");
                 self.record(AssignmentChange::Revoked(parts));
+                // Stop reporting lag for what left at once, not at the next statistics tick.
+                let still = self.assigned();
+                if let Ok(mut reported) = self.reported.lock() {
+                    let gone: Vec<i32> = reported
+                        .iter()
+                        .copied()
+                        .filter(|p| !still.contains(p))
+                        .collect();
+                    self.metrics.remove_lag(&gone);
+                    reported.retain(|p| still.contains(p));
+                }
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {

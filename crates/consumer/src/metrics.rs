@@ -465,6 +465,13 @@ impl Metrics {
             .set(sum);
     }
 
+    /// Removes the lag series of partitions this consumer no longer owns.
+    pub fn remove_lag(&self, partitions: &[i32]) {
+        for p in partitions {
+            let _ = self.lag.remove_label_values(&[&self.topic, &p.to_string()]);
+        }
+    }
+
     /// Commit outcome.
     pub fn committed(&self, result: &Result<(), rdkafka::error::KafkaError>) {
         match result {

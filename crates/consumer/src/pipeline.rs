@@ -92,6 +92,8 @@ pub struct Pipeline {
     gaps: HashMap<i32, Gap>,
     /// `auto.offset.reset` is `earliest` (a new group starts at the low watermark).
     from_earliest: bool,
+    starts_tx: mpsc::UnboundedSender<Vec<(i32, i64)>>,
+    starts_rx: mpsc::UnboundedReceiver<Vec<(i32, i64)>>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -107,6 +109,7 @@ impl Pipeline {
     /// A pipeline over a subscribed consumer.
     pub fn new(consumer: Arc<LogConsumer>, shared: Arc<Shared>, config: &ConsumerConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (starts_tx, starts_rx) = mpsc::unbounded_channel();
         Self {
             consumer,
             shared,
@@ -136,6 +139,8 @@ impl Pipeline {
             now: schema::Timestamp::now().as_nanos(),
             gaps: HashMap::new(),
             from_earliest: config.kafka_auto_offset_reset == "earliest",
+            starts_tx,
+            starts_rx,
         }
     }
 
@@ -149,6 +154,11 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 Some(c) = self.rx.recv() => self.on_completion(c),
+                Some(starts) = self.starts_rx.recv() => {
+                    for (p, o) in starts {
+                        self.tracker.start_at(p, o);
+                    }
+                }
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => self.on_tick(),
                 msg = consumer.recv() => {
@@ -246,9 +256,7 @@ impl Pipeline {
                     for p in &parts {
                         self.tracker.assign(*p);
                     }
-                    for (p, start) in self.start_offsets(&parts) {
-                        self.tracker.start_at(p, start);
-                    }
+                    self.look_up_start_offsets(parts.clone());
                     if self.paused {
                         self.set_paused(&parts, true);
                     }
@@ -339,37 +347,43 @@ impl Pipeline {
         self.shared.metrics.paused.set(1);
     }
 
-    /// Where each newly assigned partition's fetch starts: its committed offset, or for a group
-    /// without one the low watermark (with `auto.offset.reset=earliest`).
-    fn start_offsets(&self, parts: &[i32]) -> Vec<(i32, i64)> {
-        let mut tpl = TopicPartitionList::new();
-        for p in parts {
-            tpl.add_partition(&self.topic, *p);
-        }
-        let committed = match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read committed offsets; gaps at start are not checked");
-                return Vec::new();
+    /// Looks up, off the loop (the group coordinator may be slow during a rebalance), where
+    /// each newly assigned partition's fetch starts: its committed offset, or for a group
+    /// without one the low watermark (with `auto.offset.reset=earliest`). The answer arrives on
+    /// `starts_rx`; a partition that received records before it is not checked.
+    fn look_up_start_offsets(&self, parts: Vec<i32>) {
+        let consumer = self.consumer.clone();
+        let topic = self.topic.clone();
+        let from_earliest = self.from_earliest;
+        let tx = self.starts_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for p in &parts {
+                tpl.add_partition(&topic, *p);
             }
-        };
-        let mut out = Vec::new();
-        for e in committed.elements() {
-            match e.offset() {
-                Offset::Offset(o) => out.push((e.partition(), o)),
-                _ if self.from_earliest => {
-                    if let Ok((low, _)) = self.consumer.fetch_watermarks(
-                        &self.topic,
-                        e.partition(),
-                        Duration::from_secs(5),
-                    ) {
-                        out.push((e.partition(), low));
-                    }
+            let committed = match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read committed offsets; the start of the assignment is not checked for gaps");
+                    return;
                 }
-                _ => {}
+            };
+            let mut out = Vec::new();
+            for e in committed.elements() {
+                match e.offset() {
+                    Offset::Offset(o) => out.push((e.partition(), o)),
+                    _ if from_earliest => {
+                        if let Ok((low, _)) =
+                            consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(5))
+                        {
+                            out.push((e.partition(), low));
+                        }
+                    }
+                    _ => {}
+                }
             }
-        }
-        out
+            let _ = tx.send(out);
+        });
     }
 
     fn seek(&self, partition: i32, offset: i64) {
