@@ -19,7 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use schema::kafka::{HEADER_SCHEMA_VERSION, SCHEMA_VERSION};
 use schema::labels::LabelPolicy;
 use schema::loki::entry_size;
-use schema::loki::limits::{check_entry, Discard, Limits};
+use schema::loki::limits::{check_entry, Limits};
 use schema::loki::proto::{EntryAdapter, LabelPairAdapter, Timestamp};
 use schema::LogRecord;
 use tokio::sync::mpsc;
@@ -665,16 +665,6 @@ fn truncate_line(line: &mut String, max: usize) {
     line.truncate(end);
     line.push_str(MARK);
 }
-
-/// The discard reasons checked before sending (for documentation and tests).
-pub const PREFLIGHT_REASONS: [Discard; 6] = [
-    Discard::GreaterThanMaxSampleAge,
-    Discard::TooFarInFuture,
-    Discard::TooFarBehind,
-    Discard::LineTooLong,
-    Discard::StructuredMetadataTooLarge,
-    Discard::StructuredMetadataTooMany,
-];
 
 #[cfg(test)]
 mod tests {

@@ -411,9 +411,15 @@ impl LabelPolicy {
         self.metadata_fields
             .iter()
             .filter_map(|name| {
-                record
-                    .field_str(name)
-                    .map(|v| (sanitize_label_name(name), v.into_owned()))
+                record.field_str(name).map(|v| {
+                    // Configured names are almost always valid already: copy, don't rebuild.
+                    let name = if is_valid_label_name(name) {
+                        name.clone()
+                    } else {
+                        sanitize_label_name(name)
+                    };
+                    (name, v.into_owned())
+                })
             })
             .collect()
     }
