@@ -86,7 +86,7 @@ fn run(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = service::shutdown::on_signal();
         let summary = consumer::run(config, prometheus::Registry::new(), shutdown).await?;
         if summary.abandoned > 0 {
@@ -96,5 +96,9 @@ fn run(
             );
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Blocking Kafka calls still waiting on an unreachable broker must not keep the process
+    // alive after the shutdown sequence gave up on them.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
 }

@@ -36,6 +36,9 @@ use crate::offsets::{OffsetTracker, Track};
 /// Messages taken per wake-up of the loop before it looks at completions and timers again.
 const BURST: usize = 256;
 
+/// How long the final offset commit at shutdown may take.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How far the first seek back goes when records are missing; each further attempt goes
 /// sixteen times further (some brokers answer a fetch from the middle of a record batch with the
 /// next batch, so a seek to the exact offset is not enough).
@@ -211,14 +214,21 @@ impl Pipeline {
         }
         self.report_consumed();
         let consumer = self.consumer.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let final_commit = tokio::task::spawn_blocking(move || {
             let r = commit_result(consumer.commit_consumer_state(CommitMode::Sync));
             consumer.unsubscribe();
             r
-        })
-        .await
-        .unwrap_or(Ok(()));
-        self.shared.metrics.committed(&result);
+        });
+        // A synchronous commit waits for the coordinator; one that is unreachable must not hold
+        // the process past its termination grace period. Not committing only means re-reading.
+        match tokio::time::timeout(FINAL_COMMIT_TIMEOUT, final_commit).await {
+            Ok(Ok(result)) => self.shared.metrics.committed(&result),
+            Ok(Err(e)) => tracing::error!(error = %e, "final commit task failed"),
+            Err(_) => tracing::error!(
+                timeout = ?FINAL_COMMIT_TIMEOUT,
+                "final commit did not finish in time; uncommitted records will be re-read"
+            ),
+        }
         self.shared.dlq.flush(Duration::from_secs(5));
         tracing::info!(
             consumed = self.consumed,

@@ -82,7 +82,8 @@ async fn produce(producer: &FutureProducer, topic: &str, items: &[Wire]) {
     }
 }
 
-/// Committed offsets of `group` on `topic`, summed over partitions (unset counts as 0).
+/// Committed offsets of `group` on `topic`, summed over partitions (unset counts as 0). A
+/// coordinator that is busy (a rebalance, a loaded machine) is asked again a few times.
 async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> i64 {
     let (bootstrap, group, topic) = (bootstrap.to_owned(), group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -95,16 +96,27 @@ async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -
         for p in 0..partitions {
             tpl.add_partition(&topic, p);
         }
-        consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets")
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum()
+        let mut attempt = 0;
+        loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(list) => {
+                    return list
+                        .elements()
+                        .iter()
+                        .map(|e| match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        })
+                        .sum();
+                }
+                Err(e) if attempt < 4 => {
+                    eprintln!("committed offsets of {group}: {e}; asking again");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("committed offsets of {group}: {e}"),
+            }
+        }
     })
     .await
     .expect("committed query")
@@ -285,13 +297,37 @@ fn series_of(text: &str, name: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The environment of a `consumer run` process against `env` and `loki`.
-fn process_vars(env: &Env, loki: &LokiHandle, cooperative: bool) -> Vec<(&'static str, String)> {
+/// Where the consumers of a test read from: a broker's bootstrap servers, the topic, its DLQ
+/// and the group.
+struct Target {
+    bootstrap: String,
+    topic: String,
+    dlq: String,
+    group: String,
+}
+
+impl Target {
+    fn of(env: &Env) -> Self {
+        Self {
+            bootstrap: env.broker.bootstrap_servers(),
+            topic: env.topic.clone(),
+            dlq: env.dlq.clone(),
+            group: env.group.clone(),
+        }
+    }
+}
+
+/// The environment of a `consumer run` process against `target` and `loki`.
+fn process_vars(
+    target: &Target,
+    loki: &LokiHandle,
+    cooperative: bool,
+) -> Vec<(&'static str, String)> {
     vec![
-        ("KAFKA_BOOTSTRAP_SERVERS", env.broker.bootstrap_servers()),
-        ("KAFKA_TOPIC", env.topic.clone()),
-        ("KAFKA_DLQ_TOPIC", env.dlq.clone()),
-        ("KAFKA_GROUP_ID", env.group.clone()),
+        ("KAFKA_BOOTSTRAP_SERVERS", target.bootstrap.clone()),
+        ("KAFKA_TOPIC", target.topic.clone()),
+        ("KAFKA_DLQ_TOPIC", target.dlq.clone()),
+        ("KAFKA_GROUP_ID", target.group.clone()),
         ("LOKI_URL", loki.url().to_owned()),
         ("BATCH_MAX_WAIT", "200ms".into()),
         ("KAFKA_COMMIT_INTERVAL", "200ms".into()),
@@ -321,7 +357,7 @@ async fn a_consumer_killed_mid_run_and_restarted_delivers_every_record_once_and_
     let lines = lines_of(&items);
     produce(&env.producer(), &env.topic, &items).await;
     let logs = tempfile::tempdir().unwrap();
-    let mut vars = process_vars(&env, &loki, false);
+    let mut vars = process_vars(&Target::of(&env), &loki, false);
     vars.push(("BATCH_MAX_RECORDS", "50".into()));
     let bootstrap = env.broker.bootstrap_servers();
 
@@ -427,19 +463,6 @@ async fn wait_for_assignment(members: &[&ConsumerProcess], what: &str) {
     );
 }
 
-/// Revocations seen by `members` so far.
-async fn revocations(members: &[&ConsumerProcess]) -> f64 {
-    let mut n = 0.0;
-    for m in members {
-        n += series_of(&m.metrics().await, "consumer_rebalances_total")
-            .iter()
-            .filter(|(labels, _)| labels.contains("kind=\"revoke\""))
-            .map(|(_, v)| v)
-            .sum::<f64>();
-    }
-    n
-}
-
 /// Two members, then a third, share a 3-partition topic while records keep being produced;
 /// one is killed with SIGKILL. With `replace`, a new member joins once the group noticed the
 /// death (a restarted pod); without, the survivors must take the partition over themselves.
@@ -447,18 +470,27 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     cooperative: bool,
     replace: bool,
 ) {
-    let env = Env::new(3).await;
+    let mock = MockKafka::new(1).expect("mock cluster");
+    let topic = unique_name("logs");
+    let target = Target {
+        bootstrap: mock.bootstrap_servers().to_owned(),
+        dlq: format!("{topic}-dlq"),
+        topic,
+        group: unique_name("group"),
+    };
+    mock.create_topic(&target.topic, 3).expect("topic");
+    mock.create_topic(&target.dlq, 1).expect("dlq topic");
     let loki = receiver(open_receiver_config()).await;
     let logs = tempfile::tempdir().expect("log dir");
-    let vars = process_vars(&env, &loki, cooperative);
-    let bootstrap = env.broker.bootstrap_servers();
+    let vars = process_vars(&target, &loki, cooperative);
+    let bootstrap = target.bootstrap.clone();
 
     let a = ConsumerProcess::start("a", &vars, logs.path()).await;
     let mut b = ConsumerProcess::start("b", &vars, logs.path()).await;
     wait_for_assignment(&[&a, &b], "two members share the topic").await;
 
     let stop = CancellationToken::new();
-    let producing = keep_producing(env.producer(), env.topic.clone(), stop.clone());
+    let producing = keep_producing(producer_for(&bootstrap), target.topic.clone(), stop.clone());
     assert!(
         wait_until(Duration::from_secs(30), || async {
             !loki.entries(FAKE_TENANT).is_empty()
@@ -469,19 +501,10 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     let c = ConsumerProcess::start("c", &vars, logs.path()).await;
     wait_for_assignment(&[&a, &b, &c], "a third member joins").await;
     let before_kill = loki.entries(FAKE_TENANT).len();
-    let revoked_before = revocations(&[&a, &c]).await;
     b.kill9();
-    if !replace {
-        // The group notices the death when the session times out (6 s): the survivors
-        // rebalance.
-        assert!(
-            wait_until(Duration::from_secs(30), || async {
-                revocations(&[&a, &c]).await > revoked_before
-            })
-            .await,
-            "the survivors rebalance after the kill"
-        );
-    }
+    // Without a replacement the group notices the death when b's session times out (6 s); the
+    // survivors then hold all three partitions (eager: after revoking theirs; cooperative:
+    // the orphan is added to what they keep).
     let d = if replace {
         let d = ConsumerProcess::start("d", &vars, logs.path()).await;
         wait_for_assignment(&[&a, &c, &d], "a replacement joins the survivors").await;
@@ -513,11 +536,11 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     let total = produced.len() as i64;
     assert!(
         wait_until(Duration::from_secs(30), || async {
-            committed(&bootstrap, &env.group, &env.topic, 3).await == total
+            committed(&bootstrap, &target.group, &target.topic, 3).await == total
         })
         .await,
         "every offset committed: {} of {total}",
-        committed(&bootstrap, &env.group, &env.topic, 3).await
+        committed(&bootstrap, &target.group, &target.topic, 3).await
     );
     let lag_sum = || async {
         let mut sum = 0.0;
@@ -548,23 +571,33 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     );
 }
 
-/// Eager (range) assignment. tansu 0.6.0 does not rebalance the other members of an eager
-/// group when a member's session expires (they keep heartbeating in the old generation and the
-/// dead member's partition stays unowned; checked with librdkafka's cgrp debug log), so the
-/// killed member is replaced, as an orchestrator restarts a killed pod.
+// The group tests run on librdkafka's mock cluster (real TCP on loopback; the consumers are
+// separate processes), whose group coordinator follows the Kafka protocol: a member whose
+// session expires is removed and the survivors rebalance. tansu 0.6.0's coordinator does not
+// always do that (the survivors keep heartbeating in the old generation and the dead member's
+// partition stays unowned; seen with librdkafka's cgrp debug log), which is a broker bug, not
+// behaviour of ours to test.
+
+/// Eager (range) assignment: the survivors take the killed member's partition over once its
+/// session times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_then_three_group_members_with_one_killed_and_replaced_lose_nothing_and_the_lag_drains()
-{
-    group_member_killed_during_production_loses_nothing_and_lag_drains(false, true).await;
+async fn two_then_three_group_members_with_one_killed_lose_nothing_and_the_survivors_drain_the_lag(
+) {
+    group_member_killed_during_production_loses_nothing_and_lag_drains(false, false).await;
 }
 
-/// FEATURE_NEW_CONSUMER (cooperative-sticky). tansu 0.6.0 does not always rebalance the
-/// survivors when a member's session expires (seen in CI: no revocation within 30 s), so here
-/// too the killed member is replaced, as an orchestrator restarts a killed pod.
+/// FEATURE_NEW_CONSUMER (cooperative-sticky): the survivors take the killed member's partition
+/// over incrementally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_cooperative_sticky_rebalancing_a_killed_and_replaced_member_loses_nothing_and_the_lag_drains(
-) {
-    group_member_killed_during_production_loses_nothing_and_lag_drains(true, true).await;
+async fn with_cooperative_sticky_rebalancing_the_survivors_take_over_and_lose_nothing() {
+    group_member_killed_during_production_loses_nothing_and_lag_drains(true, false).await;
+}
+
+/// A killed member replaced by a new one (an orchestrator restarting a pod) before or after the
+/// group noticed the death: the replacement gets a share and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_replaced_by_a_new_one_loses_nothing() {
+    group_member_killed_during_production_loses_nothing_and_lag_drains(false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -195,18 +195,26 @@ pub fn open_receiver_config() -> LokiConfig {
     LokiConfig::default().without_rate_limits()
 }
 
-/// The consumer running in-process.
+/// The consumer running in-process. Dropping it (a test that panics) stops the consumer, so
+/// the test's runtime can shut down instead of waiting for the consumer's blocking work.
 pub struct App {
     pub stop: CancellationToken,
     pub task: JoinHandle<Result<consumer::Summary, consumer::RunError>>,
     pub registry: prometheus::Registry,
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 pub fn spawn_app(config: ConsumerConfig) -> App {
+    // The consumer's log goes to the test's output, which nextest shows when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("info,rdkafka=warn")
+        .try_init();
     let stop = CancellationToken::new();
     let registry = prometheus::Registry::new();
     let task = tokio::spawn(consumer::run(config, registry.clone(), stop.clone()));
     App {
+        _stop_on_drop: stop.clone().drop_guard(),
         stop,
         task,
         registry,
