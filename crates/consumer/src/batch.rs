@@ -85,6 +85,9 @@ impl Batch {
 #[derive(Debug)]
 pub struct Batcher {
     open: HashMap<Arc<str>, Batch>,
+    /// Entries and bytes in open batches.
+    pending_records: usize,
+    pending_bytes: usize,
     max_records: usize,
     max_bytes: usize,
     max_wait: Duration,
@@ -95,6 +98,8 @@ impl Batcher {
     pub fn new(max_records: usize, max_bytes: usize, max_wait: Duration) -> Self {
         Self {
             open: HashMap::new(),
+            pending_records: 0,
+            pending_bytes: 0,
             max_records,
             max_bytes,
             max_wait,
@@ -121,13 +126,52 @@ impl Batcher {
         batch.entries.push(entry);
         batch.held.push(held);
         batch.bytes += size;
+        self.pending_records += 1;
+        self.pending_bytes += size;
         if let Some(ts) = kafka_ms {
             batch.oldest_kafka_ms = Some(batch.oldest_kafka_ms.map_or(ts, |o| o.min(ts)));
         }
         if batch.entries.len() >= self.max_records || batch.bytes >= self.max_bytes {
-            return self.open.remove(labels);
+            return self.remove(labels);
         }
         None
+    }
+
+    /// Entries in open batches.
+    pub fn pending_records(&self) -> usize {
+        self.pending_records
+    }
+
+    /// Approximate bytes in open batches.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Removes the largest open batches until at most `records` entries and `bytes` bytes stay
+    /// open. With many streams no single batch may reach a size threshold before the buffer
+    /// is full; flushing the biggest ones early keeps records moving instead of pausing
+    /// consumption until the age threshold.
+    pub fn take_largest(&mut self, records: usize, bytes: usize) -> Vec<Batch> {
+        let mut out = Vec::new();
+        while self.pending_records > records || self.pending_bytes > bytes {
+            let Some(largest) = self
+                .open
+                .iter()
+                .max_by_key(|(_, b)| b.bytes)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            out.extend(self.remove(&largest));
+        }
+        out
+    }
+
+    fn remove(&mut self, labels: &Arc<str>) -> Option<Batch> {
+        let batch = self.open.remove(labels)?;
+        self.pending_records -= batch.entries.len();
+        self.pending_bytes -= batch.bytes;
+        Some(batch)
     }
 
     /// Removes and returns batches whose oldest entry waited at least the maximum wait.
@@ -138,11 +182,13 @@ impl Batcher {
             .filter(|(_, b)| now.duration_since(b.started) >= self.max_wait)
             .map(|(k, _)| k.clone())
             .collect();
-        aged.iter().filter_map(|k| self.open.remove(k)).collect()
+        aged.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// Removes and returns every open batch.
     pub fn take_all(&mut self) -> Vec<Batch> {
+        self.pending_records = 0;
+        self.pending_bytes = 0;
         self.open.drain().map(|(_, b)| b).collect()
     }
 
@@ -192,6 +238,49 @@ mod tests {
         let a: Arc<str> = Arc::from("{}");
         assert!(b.add(&a, e(1, &"x".repeat(50)), h(0), None).is_none());
         assert!(b.add(&a, e(1, &"x".repeat(50)), h(1), None).is_some());
+    }
+
+    #[test]
+    fn the_largest_batches_are_taken_until_the_pending_bounds_hold() {
+        let mut b = Batcher::new(1000, 1 << 20, Duration::from_secs(60));
+        let streams: Vec<Arc<str>> = ["{a=\"1\"}", "{a=\"2\"}", "{a=\"3\"}"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        // Stream i gets i+1 entries: 1, 2 and 3.
+        let mut offset = 0;
+        for (i, s) in streams.iter().enumerate() {
+            for _ in 0..=i {
+                assert!(b.add(s, e(offset, "x"), h(offset), None).is_none());
+                offset += 1;
+            }
+        }
+        assert_eq!(b.pending_records(), 6);
+        let per_entry = b.pending_bytes() / 6;
+        let taken = b.take_largest(3, usize::MAX);
+        assert_eq!(taken.len(), 1, "the 3-entry stream alone brings 6 down to 3");
+        assert_eq!(&*taken[0].labels, "{a=\"3\"}");
+        assert_eq!((b.pending_records(), b.pending_bytes()), (3, 3 * per_entry));
+        let taken = b.take_largest(0, per_entry);
+        assert_eq!(taken.len(), 2);
+        assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
+        assert!(b.take_largest(0, 0).is_empty());
+    }
+
+    #[test]
+    fn pending_counts_follow_every_way_out() {
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_millis(0));
+        let s: Arc<str> = Arc::from("{a=\"1\"}");
+        let t: Arc<str> = Arc::from("{a=\"2\"}");
+        assert!(b.add(&s, e(1, "x"), h(1), None).is_none());
+        assert!(b.add(&s, e(2, "x"), h(2), None).is_some(), "record limit");
+        assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
+        assert!(b.add(&t, e(3, "x"), h(3), None).is_none());
+        assert_eq!(b.take_aged(Instant::now()).len(), 1);
+        assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
+        assert!(b.add(&t, e(4, "x"), h(4), None).is_none());
+        assert_eq!(b.take_all().len(), 1);
+        assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
     }
 
     #[test]

@@ -602,6 +602,17 @@ impl Pipeline {
         if let Some(batch) = self.batcher.add(&resolved.labels, entry, held, kafka_ms) {
             self.dispatch(batch);
         }
+        // Many streams, none full yet: push the biggest before the buffer bound pauses us.
+        if self.batcher.pending_records() >= self.max_records / 2
+            || self.batcher.pending_bytes() >= self.max_bytes / 2
+        {
+            for batch in self
+                .batcher
+                .take_largest(self.max_records / 4, self.max_bytes / 4)
+            {
+                self.dispatch(batch);
+            }
+        }
         if self.over_bounds() {
             self.update_backpressure();
         }
