@@ -36,6 +36,9 @@ use crate::offsets::{OffsetTracker, Track};
 /// Messages taken per wake-up of the loop before it looks at completions and timers again.
 const BURST: usize = 256;
 
+/// How long the buffer may stay full, with reading stopped, before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(5);
+
 /// How long the final offset commit at shutdown may take.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,6 +89,8 @@ pub struct Pipeline {
     max_bytes: usize,
     outstanding: usize,
     paused: bool,
+    /// Since when the buffer has been at its bound without a pause (reading stopped).
+    over_since: Option<Instant>,
     consumed: u64,
     consumed_unreported: u64,
     shutdown_timeout: Duration,
@@ -136,6 +141,7 @@ impl Pipeline {
             max_bytes: config.buffer_max_bytes,
             outstanding: 0,
             paused: false,
+            over_since: None,
             consumed: 0,
             consumed_unreported: 0,
             shutdown_timeout: config.shutdown_timeout,
@@ -164,7 +170,9 @@ impl Pipeline {
                 }
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => self.on_tick(),
-                msg = consumer.recv() => {
+                // At the buffer bound, reading stops (librdkafka's own queue then fills and its
+                // fetches stop); pausing, which costs a re-fetch, only follows a long stall.
+                msg = consumer.recv(), if self.paused || !self.over_bounds() => {
                     self.apply_assignment_changes();
                     self.on_consumed(msg);
                     // Take what is already queued without another trip through select!.
@@ -324,11 +332,21 @@ impl Pipeline {
 
     fn update_backpressure(&mut self) {
         let misconfigured = self.shared.misconfigured.load(Ordering::SeqCst);
-        let over = self.held_records >= self.max_records || self.held_bytes >= self.max_bytes;
+        let over = self.over_bounds();
+        self.over_since = match (over, self.over_since) {
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(Instant::now()),
+            (false, _) => None,
+        };
+        // Not reading is enough for short stalls; a long one (Loki down) pauses the partitions
+        // so the consumer can keep polling (group membership, rebalances) without fetching.
+        let stalled = self
+            .over_since
+            .is_some_and(|since| since.elapsed() >= PAUSE_AFTER);
         // Resume only at half the bounds: every pause costs a re-fetch, so fewer, longer runs.
         let under =
             self.held_records <= self.max_records / 2 && self.held_bytes <= self.max_bytes / 2;
-        if !self.paused && (over || misconfigured) {
+        if !self.paused && (stalled || misconfigured) {
             tracing::info!(
                 held_records = self.held_records,
                 held_bytes = self.held_bytes,
