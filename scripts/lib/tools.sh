@@ -68,11 +68,15 @@ ensure_nextest() {
 }
 
 ensure_tools() {
-  # cmake: rdkafka's bundled librdkafka build; protoc: independent protobuf check;
-  # prometheus/promtool: metrics tests; shellcheck/bats: script checks.
-  ensure_apt cmake:cmake protoc:protobuf-compiler prometheus:prometheus promtool:prometheus \
-    shellcheck:shellcheck bats:bats curl:curl nginx:nginx-light sqlite3:sqlite3 jq:jq
+  # cmake: rdkafka's bundled librdkafka build; pkg-config: finds OpenSSL for it; protoc:
+  # independent protobuf check; prometheus/promtool: metrics tests; shellcheck/bats: script checks.
+  ensure_apt cmake:cmake pkg-config:pkg-config protoc:protobuf-compiler prometheus:prometheus \
+    promtool:prometheus shellcheck:shellcheck bats:bats curl:curl nginx:nginx-light \
+    sqlite3:sqlite3 jq:jq
   [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
+  # OpenSSL headers: librdkafka is built with SSL and SASL/SCRAM (rdkafka's `ssl` feature),
+  # linked against the system libssl.
+  [[ -f /usr/include/openssl/ssl.h ]] || ensure_apt __none__:libssl-dev
   # librdkafka 2.12's cmake build includes curl/curl.h even with curl disabled
   # (confluentinc/librdkafka#5135): only the header is needed.
   [[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] \

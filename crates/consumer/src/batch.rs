@@ -258,7 +258,11 @@ mod tests {
         assert_eq!(b.pending_records(), 6);
         let per_entry = b.pending_bytes() / 6;
         let taken = b.take_largest(3, usize::MAX);
-        assert_eq!(taken.len(), 1, "the 3-entry stream alone brings 6 down to 3");
+        assert_eq!(
+            taken.len(),
+            1,
+            "the 3-entry stream alone brings 6 down to 3"
+        );
         assert_eq!(&*taken[0].labels, "{a=\"3\"}");
         assert_eq!((b.pending_records(), b.pending_bytes()), (3, 3 * per_entry));
         let taken = b.take_largest(0, per_entry);

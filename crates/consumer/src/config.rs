@@ -52,7 +52,9 @@ pub struct ConsumerConfig {
     #[serde(with = "humantime_serde")]
     pub kafka_commit_interval: Duration,
     /// Extra librdkafka properties, `key=value` pairs separated by commas (e.g.
-    /// `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`). Default empty.
+    /// `security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512`; SSL and SASL PLAIN/SCRAM are
+    /// built in, against the system OpenSSL). Default empty.
+    #[serde(deserialize_with = "service::config::secret_list")]
     pub kafka_extra_properties: Vec<String>,
     /// SASL password for Kafka, when `sasl.username` is set in the extra properties. Secret.
     pub kafka_sasl_password: Secret,
@@ -62,7 +64,9 @@ pub struct ConsumerConfig {
     /// `FEATURE_ENHANCED_METRICS`: per-partition and per-service/level series. Default `false`.
     pub feature_enhanced_metrics: bool,
 
-    /// Loki base URL. Default `http://localhost:3100`.
+    /// Loki base URL. Default `http://localhost:3100`. Credentials in it
+    /// (`http://user:password@host`) are sent as basic auth (they win over `loki_username` and
+    /// `loki_bearer_token`) and never logged.
     pub loki_url: String,
     /// Tenant sent as `X-Scope-OrgID`; empty sends none. Default empty.
     pub loki_tenant_id: String,
@@ -231,14 +235,8 @@ impl ConsumerConfig {
                 "must be earliest or latest",
             ));
         }
-        for p in &self.kafka_extra_properties {
-            if !p.contains('=') {
-                return Err(ConfigError::invalid(
-                    "kafka_extra_properties",
-                    format!("{p:?} is not key=value"),
-                ));
-            }
-        }
+        // Entries may hold secrets: refused by position, never quoted.
+        service::config::key_value_pairs("kafka_extra_properties", &self.kafka_extra_properties)?;
         match reqwest::Url::parse(&self.loki_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             Ok(u) => {
@@ -325,7 +323,10 @@ impl ConsumerConfig {
         }
     }
 
-    /// Active feature flags, by name.
+    /// Every feature flag the consumer has (`feature_flag{name}` is exported for each).
+    pub const KNOWN_FLAGS: &'static [&'static str] = &["new_consumer", "enhanced_metrics"];
+
+    /// The flags that are on, by name, for `/healthz` and `feature_flag{name}`.
     pub fn feature_flags(&self) -> Vec<String> {
         let mut f = Vec::new();
         if self.feature_new_consumer {
@@ -395,6 +396,42 @@ mod tests {
             let e = load(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn a_malformed_extra_property_is_refused_without_being_shown() {
+        let e = load(&[(
+            "KAFKA_EXTRA_PROPERTIES",
+            "security.protocol=SASL_SSL,sasl.password:hunter22",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`kafka_extra_properties`") && e.contains("entry 2 of 2"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter22"), "{e}");
+        // In a file, a string where a list belongs is refused without being shown too.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "kafka_extra_properties = \"sasl.password:hunter22\"\n").unwrap();
+        let e = service::config::load::<ConsumerConfig>(Some(&f), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`kafka_extra_properties`"), "{e}");
+        assert!(!e.contains("hunter22"), "{e}");
+    }
+
+    #[test]
+    fn a_non_string_password_in_a_file_is_refused_without_being_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "loki_password = 7000019877\n").unwrap();
+        let e = service::config::load::<ConsumerConfig>(Some(&f), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`loki_password`"), "{e}");
+        assert!(!e.contains("7000019877"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - 2xx: delivered.
 //! - 429, 5xx, network errors: retried with capped exponential back-off and jitter, honouring
 //!   `Retry-After`, without limit by default. The in-flight permit is released while waiting, so
-//!   a stream that is being throttled never holds up the others.
+//!   a stream that is being throttled never holds up the others. No answer or a 5xx also
+//!   closes a Loki-wide gate ([`Gate`]): no push starts before it opens, so the attempts
+//!   against a Loki that is down do not grow with the number of queued batches.
 //! - 400: Loki stored the good entries and rejected others without saying which. The batch is
 //!   split in halves and re-pushed (safe: Loki drops exact duplicates) until each rejected entry
 //!   stands alone; exactly those go to the dead-letter topic, with Loki's reason.
@@ -27,7 +29,7 @@ use crate::batch::{Batch, Held};
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::loki::{LokiClient, Outcome};
 use crate::metrics::{Metrics, RetryReason};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Gate};
 
 /// Retry settings.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +56,8 @@ pub struct Shared {
     pub retry: RetryPolicy,
     /// Limits pushes in flight (held only while a request is outstanding).
     pub permits: Semaphore,
+    /// Loki-wide back-off after a push got no answer or a 5xx.
+    pub gate: Gate,
     /// True while Loki answers 401/403/404.
     pub misconfigured: AtomicBool,
     /// Readiness (the `loki` check).
@@ -245,10 +249,21 @@ async fn push_until_final(
         if shared.abandon.is_cancelled() {
             return (Final::Abandoned, entries);
         }
+        if let Some(open_at) = shared.gate.closed_until(tokio::time::Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(open_at) => {}
+                _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
+            }
+            continue;
+        }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
             _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
         };
+        // Another push may have closed the gate while this one waited for a permit.
+        if shared.gate.closed_until(tokio::time::Instant::now()).is_some() {
+            continue;
+        }
         shared.metrics.in_flight.inc();
         let (outcome, status, took) = shared.loki.push(body.clone()).await;
         shared.metrics.in_flight.dec();
@@ -256,6 +271,7 @@ async fn push_until_final(
         shared.metrics.push_answered(status, took.as_secs_f64());
         let delay = match outcome {
             Outcome::Accepted => {
+                shared.gate.succeeded();
                 if shared.misconfigured.swap(false, Ordering::SeqCst) {
                     shared.metrics.loki_misconfigured.set(0);
                     shared.readiness.set("loki", true, "push accepted again");
@@ -282,6 +298,9 @@ async fn push_until_final(
                     && backoff.attempt() + 1 >= shared.retry.max_attempts
                 {
                     return (Final::GaveUp(detail), entries);
+                }
+                if matches!(reason, RetryReason::Network | RetryReason::ServerError) {
+                    shared.gate.failed(tokio::time::Instant::now(), retry_after);
                 }
                 let delay = backoff.next_delay(retry_after);
                 shared.metrics.push_retry(

@@ -65,7 +65,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
     let flags = config.feature_flags();
-    admin::register_common_metrics(&registry, "consumer", env!("CARGO_PKG_VERSION"), &flags)?;
+    admin::register_common_metrics(
+        &registry,
+        "consumer",
+        env!("CARGO_PKG_VERSION"),
+        ConsumerConfig::KNOWN_FLAGS,
+        &flags,
+    )?;
     let metrics = Metrics::new(
         &registry,
         &config.kafka_group_id,
@@ -118,6 +124,7 @@ pub async fn run(
             misconfig_interval: config.misconfig_retry_interval,
         },
         permits: Semaphore::new(config.max_in_flight_pushes),
+        gate: retry::Gate::new(config.retry_min_backoff, config.retry_max_backoff),
         misconfigured: AtomicBool::new(false),
         readiness: readiness.clone(),
         abandon: CancellationToken::new(),
@@ -131,7 +138,7 @@ pub async fn run(
     tracing::info!(
         topic = %config.kafka_topic,
         group = %config.kafka_group_id,
-        loki = %config.loki_url,
+        loki = %service::redact::url_credentials(&config.loki_url),
         cooperative = config.feature_new_consumer,
         "consumer started"
     );

@@ -90,9 +90,15 @@ impl std::fmt::Debug for LokiClient {
 
 impl LokiClient {
     /// Builds a client from the settings (credentials are read here and never logged).
+    ///
+    /// Credentials inside `loki_url` (`http://user:password@host`) are taken out of it and sent
+    /// as basic auth (winning over `loki_username` and `loki_bearer_token`, as they did when
+    /// the HTTP client took them from the URL), so no URL this client keeps, shows in `Debug`,
+    /// or puts in an error or in `/readyz` carries them.
     pub fn new(config: &ConsumerConfig) -> Result<Self, ClientError> {
-        let base = reqwest::Url::parse(config.loki_url.trim_end_matches('/'))
+        let mut base = reqwest::Url::parse(config.loki_url.trim_end_matches('/'))
             .map_err(|e| ClientError::Url(e.to_string()))?;
+        let url_credentials = take_credentials(&mut base)?;
         let join = |path: &str| {
             let mut u = base.clone();
             let p = format!("{}{}", u.path().trim_end_matches('/'), path);
@@ -107,7 +113,13 @@ impl LokiClient {
                     .map_err(|_| ClientError::Header("loki_tenant_id"))?,
             );
         }
-        if !config.loki_bearer_token.is_empty() {
+        if let Some((user, password)) = url_credentials {
+            let raw = format!("{user}:{password}");
+            let mut v = HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes())))
+                .map_err(|_| ClientError::Header("loki_url"))?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        } else if !config.loki_bearer_token.is_empty() {
             let mut v =
                 HeaderValue::from_str(&format!("Bearer {}", config.loki_bearer_token.expose()))
                     .map_err(|_| ClientError::Header("loki_bearer_token"))?;
@@ -220,6 +232,31 @@ impl LokiClient {
     }
 }
 
+/// Removes the user and password from `url` and returns them percent-decoded (`None` when the
+/// URL carries neither).
+fn take_credentials(url: &mut reqwest::Url) -> Result<Option<(String, String)>, ClientError> {
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|d| d.into_owned())
+            // The error would quote the bytes; they are credentials.
+            .map_err(|_| ClientError::Url("the credentials in the URL are not UTF-8".to_owned()))
+    };
+    let user = decode(url.username())?;
+    let password = decode(url.password().unwrap_or_default())?;
+    // Only a URL that cannot have credentials (`data:`, `mailto:`) refuses these; loki_url is
+    // validated to be http or https.
+    if url.set_username("").is_err() || url.set_password(None).is_err() {
+        return Err(ClientError::Url(
+            "this URL cannot carry credentials".to_owned(),
+        ));
+    }
+    Ok(Some((user, password)))
+}
+
 /// Maps a non-2xx status to what to do.
 pub fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome {
     match status {
@@ -327,6 +364,72 @@ mod tests {
             classify(422, None, "x".into()),
             Outcome::Rejected { status: 422, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_sent_as_basic_auth_and_kept_out_of_every_url() {
+        let password = "SxurlpwQ1K@:";
+        let c = ConsumerConfig {
+            // Port 1 on loopback: refused at once, so `ready` fails with the URL in its error.
+            loki_url: "http://url-user:SxurlpwQ1K%40%3A@127.0.0.1:1/prefix".into(),
+            ..ConsumerConfig::default()
+        };
+        let l = LokiClient::new(&c).unwrap();
+        assert_eq!(
+            l.push_url.as_str(),
+            "http://127.0.0.1:1/prefix/loki/api/v1/push"
+        );
+        assert_eq!(l.ready_url.as_str(), "http://127.0.0.1:1/prefix/ready");
+        let debug = format!("{l:?}");
+        let not_ready = l.ready().await.unwrap_err();
+        for shown in [&debug, &not_ready] {
+            assert!(
+                !shown.contains("SxurlpwQ1K") && !shown.contains("url-user"),
+                "{shown}"
+            );
+        }
+
+        let mut url = reqwest::Url::parse(&c.loki_url).unwrap();
+        assert_eq!(
+            take_credentials(&mut url).unwrap(),
+            Some(("url-user".to_owned(), password.to_owned()))
+        );
+        let mut plain = reqwest::Url::parse("http://loki:3100").unwrap();
+        assert_eq!(take_credentials(&mut plain).unwrap(), None);
+        assert_eq!(plain.as_str(), "http://loki:3100/");
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_reach_loki_as_basic_auth() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let c = ConsumerConfig {
+            loki_url: format!("http://url-user:p%40ss@127.0.0.1:{port}"),
+            // The URL's credentials win, as they did when reqwest took them from the URL.
+            loki_username: "other".into(),
+            ..ConsumerConfig::default()
+        };
+        LokiClient::new(&c).unwrap().ready().await.unwrap();
+        let head = server.await.unwrap().to_ascii_lowercase();
+        let expected =
+            format!("authorization: basic {}", base64(b"url-user:p@ss")).to_ascii_lowercase();
+        assert!(head.contains(&expected), "{head}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Capped exponential back-off with jitter, honouring a server's `Retry-After` (DESIGN.md,
 //! "Delivery semantics": 429, 5xx and network errors are retried without limit by default).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::time::Instant;
 
 /// The longest `Retry-After` honoured; a larger value is capped so a misbehaving proxy cannot
 /// park the pipeline for hours.
@@ -54,6 +56,65 @@ impl Backoff {
     }
 }
 
+/// A Loki-wide back-off shared by every delivery. When a push gets no answer or a 5xx, Loki as
+/// a whole is in trouble, not one stream: no push starts before the gate opens again, so a
+/// queue of batches does not multiply the attempts against a Loki that is down (each batch
+/// keeping its own back-off would make them grow with the queue). Success closes the episode.
+#[derive(Debug)]
+pub struct Gate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    backoff: Backoff,
+    open_at: Option<Instant>,
+}
+
+impl Gate {
+    /// An open gate whose back-off runs from `min` to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            state: Mutex::new(GateState {
+                backoff: Backoff::new(min, max),
+                open_at: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        // The state stays consistent whatever a panicking holder did: both fields are plain.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the next push may start, if that is later than `now`.
+    pub fn closed_until(&self, now: Instant) -> Option<Instant> {
+        self.state().open_at.filter(|at| *at > now)
+    }
+
+    /// Records a Loki-wide failure seen at `now`: the gate closes for the next back-off step
+    /// (at least `retry_after`), counted from now. Failures of pushes that were already in
+    /// flight when the gate closed do not add steps.
+    pub fn failed(&self, now: Instant, retry_after: Option<Duration>) {
+        let mut s = self.state();
+        if s.open_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let delay = s.backoff.next_delay(retry_after);
+        s.open_at = Some(now + delay);
+    }
+
+    /// Records an accepted push: the gate opens and the back-off starts over.
+    pub fn succeeded(&self) {
+        let mut s = self.state();
+        if s.backoff.attempt() > 0 || s.open_at.is_some() {
+            let (min, max) = (s.backoff.min, s.backoff.max);
+            s.backoff = Backoff::new(min, max);
+            s.open_at = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +153,32 @@ mod tests {
         for _ in 0..100 {
             assert!(b.next_delay(None) <= Duration::from_secs(30));
         }
+    }
+
+    #[test]
+    fn the_gate_closes_once_per_episode_step_and_opens_on_success() {
+        let gate = Gate::new(Duration::from_millis(100), Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(gate.closed_until(t0), None, "open at first");
+        gate.failed(t0, None);
+        let first = gate.closed_until(t0).expect("closed after a failure");
+        assert!(first >= t0 + Duration::from_millis(50) && first <= t0 + Duration::from_millis(100));
+        // Four pushes that were in flight fail too: still one step.
+        for _ in 0..4 {
+            gate.failed(t0 + Duration::from_millis(1), None);
+        }
+        assert_eq!(gate.closed_until(t0), Some(first));
+        // After it opened, the next failure closes it for a longer step.
+        gate.failed(first, None);
+        let second = gate.closed_until(first).expect("closed again");
+        assert!(second >= first + Duration::from_millis(100), "{:?}", second - first);
+        // Retry-After wins when longer.
+        gate.failed(second, Some(Duration::from_secs(3)));
+        assert!(gate.closed_until(second).expect("closed") >= second + Duration::from_secs(3));
+        gate.succeeded();
+        assert_eq!(gate.closed_until(second), None);
+        gate.failed(second, None);
+        let again = gate.closed_until(second).expect("closed");
+        assert!(again <= second + Duration::from_millis(100), "back-off restarted");
     }
 }

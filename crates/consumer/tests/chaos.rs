@@ -581,8 +581,8 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
 /// Eager (range) assignment: the survivors take the killed member's partition over once its
 /// session times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_then_three_group_members_with_one_killed_lose_nothing_and_the_survivors_drain_the_lag(
-) {
+async fn two_then_three_group_members_with_one_killed_lose_nothing_and_the_survivors_drain_the_lag()
+{
     group_member_killed_during_production_loses_nothing_and_lag_drains(false, false).await;
 }
 

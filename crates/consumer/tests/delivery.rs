@@ -293,6 +293,62 @@ async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tell
     app.shutdown().await;
 }
 
+/// During an outage the attempts against Loki stay bounded by the in-flight limit and the
+/// back-off, however many batches are queued (here 60): a Loki-wide gate, not one retry loop per
+/// batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_against_a_down_receiver_do_not_grow_with_the_queued_batches() {
+    let env = Env::new(3).await;
+    let loki = receiver(open_receiver_config()).await;
+    loki.set_faults(Faults {
+        outage: Some(Outage::Refuse),
+        ..Faults::default()
+    })
+    .await
+    .unwrap();
+    let records = fresh_records(3000, 19);
+    env.produce_records(&records).await;
+    let mut config = env.config(&loki);
+    config.batch_max_records = 50;
+    config.buffer_max_records = 5000;
+    config.retry_min_backoff = Duration::from_millis(50);
+    config.retry_max_backoff = Duration::from_millis(500);
+    let in_flight = config.max_in_flight_pushes as f64;
+    let app = spawn_app(config);
+    let attempts = || app.metric("loki_push_requests_total", &[("status", "network")]);
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            app.metric("consumer_buffered_records", &[]) >= 3000.0 && attempts() > 0.0
+        })
+        .await,
+        "every record read and held: {}",
+        app.metric("consumer_buffered_records", &[])
+    );
+    let before = attempts();
+    let window = Duration::from_secs(5);
+    tokio::time::sleep(window).await;
+    let during = attempts() - before;
+    // The gate reopens at most every 250 ms (half the 500 ms cap, the jitter's floor) once the
+    // back-off has grown; each opening lets at most `in_flight` pushes through. One retry loop
+    // per batch would make ~60 batches x 13 attempts here.
+    let bound = in_flight * (window.as_secs_f64() / 0.25 + 6.0);
+    assert!(
+        during <= bound,
+        "{during} attempts in {window:?} with 60 batches queued (bound {bound})"
+    );
+    loki.clear_faults().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            loki.entries(FAKE_TENANT).len() >= 3000
+        })
+        .await,
+        "{} arrived",
+        loki.entries(FAKE_TENANT).len()
+    );
+    assert_eq!(loki.entries(FAKE_TENANT).len(), 3000);
+    app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_answers_stop_consumption_and_commit_nothing_until_fixed() {
     let env = Env::new(1).await;

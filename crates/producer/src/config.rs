@@ -44,6 +44,15 @@ pub struct ProducerConfig {
     pub kafka_topic_partitions: i32,
     /// Replication factor of a topic the producer creates. Default `1`.
     pub kafka_topic_replication: i32,
+    /// Extra librdkafka properties, `key=value` pairs separated by commas (e.g.
+    /// `security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=logpipe`), for
+    /// the producer and its topic check. The producer's own delivery settings (`acks`,
+    /// idempotence, compression, queue bounds, ...) win over these. Default empty.
+    #[serde(deserialize_with = "service::config::secret_list")]
+    pub kafka_extra_properties: Vec<String>,
+    /// SASL password for Kafka, when `sasl.username` is set in the extra properties (secret;
+    /// `KAFKA_SASL_PASSWORD_FILE` works). Default empty.
+    pub kafka_sasl_password: Secret,
     /// Address of the HTTP server (`/v1/logs`, `/metrics`, `/healthz`, `/readyz`); empty turns it
     /// off. Default `0.0.0.0:8000`.
     pub http_listen: String,
@@ -102,6 +111,8 @@ impl Default for ProducerConfig {
             kafka_create_topic: false,
             kafka_topic_partitions: 3,
             kafka_topic_replication: 1,
+            kafka_extra_properties: Vec::new(),
+            kafka_sasl_password: Secret::default(),
             http_listen: "0.0.0.0:8000".into(),
             ingest_token: Secret::default(),
             ingest_max_body_bytes: 5 * 1024 * 1024,
@@ -184,6 +195,8 @@ impl ProducerConfig {
         if self.kafka_topic_replication < 1 {
             return Err(invalid("kafka_topic_replication", "must be at least 1"));
         }
+        // Entries may hold secrets: refused by position, never quoted.
+        service::config::key_value_pairs("kafka_extra_properties", &self.kafka_extra_properties)?;
         if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "http_listen",
@@ -211,6 +224,18 @@ impl ProducerConfig {
         Ok(())
     }
 
+    /// Whether `POST /v1/logs` requires a token, for the start-up log (never the token):
+    /// `bearer_token`, `none` (anyone may post) or `http_off` (no HTTP server).
+    pub fn ingest_auth(&self) -> &'static str {
+        if self.http_listen.is_empty() {
+            "http_off"
+        } else if self.ingest_token.is_empty() {
+            "none"
+        } else {
+            "bearer_token"
+        }
+    }
+
     /// The HTTP address, or `None` when the server is off.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_listen.parse().ok()
@@ -227,7 +252,10 @@ impl ProducerConfig {
         }
     }
 
-    /// Active feature flags, by name, for `/healthz` and `feature_flag{name}`.
+    /// Every feature flag the producer has (`feature_flag{name}` is exported for each).
+    pub const KNOWN_FLAGS: &'static [&'static str] = &["enhanced_metrics"];
+
+    /// The flags that are on, by name, for `/healthz` and `feature_flag{name}`.
     pub fn feature_flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         if self.feature_enhanced_metrics {
@@ -290,6 +318,99 @@ mod tests {
                 .to_string();
             assert!(e.contains(key), "{name}={value}: {e}");
         }
+    }
+
+    #[test]
+    fn kafka_security_settings_are_read_like_the_consumers() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("sasl");
+        std::fs::write(&pw, "s4sl-pw\n").unwrap();
+        let c = ProducerConfig::load(
+            None,
+            &env(&[
+                (
+                    "KAFKA_EXTRA_PROPERTIES",
+                    "security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512,sasl.username=u",
+                ),
+                ("KAFKA_SASL_PASSWORD_FILE", pw.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.kafka_extra_properties,
+            [
+                "security.protocol=SASL_SSL",
+                "sasl.mechanism=SCRAM-SHA-512",
+                "sasl.username=u"
+            ]
+        );
+        assert_eq!(c.kafka_sasl_password.expose(), "s4sl-pw");
+        assert!(!format!("{c:?}").contains("s4sl-pw"));
+    }
+
+    #[test]
+    fn a_malformed_extra_property_is_refused_without_being_shown() {
+        let e = ProducerConfig::load(
+            None,
+            &env(&[("KAFKA_EXTRA_PROPERTIES", "sasl.password:hunter22")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`kafka_extra_properties`") && e.contains("entry 1 of 1"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter22"), "{e}");
+        // In a file, a string where a list belongs is refused without being shown too.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "kafka_extra_properties = \"sasl.password:hunter22\"\n").unwrap();
+        let e = ProducerConfig::load(Some(&f), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`kafka_extra_properties`"), "{e}");
+        assert!(!e.contains("hunter22"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_ingest_token_file_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "\n").unwrap();
+        let e = ProducerConfig::load(None, &env(&[("INGEST_TOKEN_FILE", f.to_str().unwrap())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("INGEST_TOKEN_FILE") && e.contains(f.to_str().unwrap()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_non_string_ingest_token_in_a_file_is_refused_without_being_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for (text, value) in [
+            ("ingest_token = 7000019877\n", "7000019877"),
+            ("ingest_token = SxtomlQ1K\n", "SxtomlQ1K"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = ProducerConfig::load(Some(&f), &env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ingest_token"), "{text}: {e}");
+            assert!(!e.contains(value), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn ingest_auth_says_whether_a_token_is_required() {
+        let mut c = ProducerConfig::default();
+        assert_eq!(c.ingest_auth(), "none");
+        c.ingest_token = Secret::new("t0ken");
+        assert_eq!(c.ingest_auth(), "bearer_token");
+        c.http_listen = String::new();
+        assert_eq!(c.ingest_auth(), "http_off");
     }
 
     #[test]

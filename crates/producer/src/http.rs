@@ -6,7 +6,7 @@
 //! |---|---|
 //! | 200 | `{accepted, rejected, errors: [{index, reason}]}`: every accepted record is in Kafka |
 //! | 400 | the body is not JSON at all, or is truncated / structurally broken; nothing was sent |
-//! | 401 | a token is configured and the request lacks `Authorization: Bearer <token>` |
+//! | 401 | a token is configured and the request lacks `Authorization: Bearer <token>` (any case) |
 //! | 413 | the body (or its gzip-decoded form) is over `INGEST_MAX_BODY_BYTES` |
 //! | 415 | a `Content-Encoding` other than `gzip` or `identity` |
 //! | 500 | some accepted records could not be delivered (counts in the body) |
@@ -129,20 +129,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn authorized(state: &IngestState, headers: &HeaderMap) -> bool {
-    if state.token.is_empty() {
-        return true;
+    state.token.is_empty() || bearer_matches(headers.get(header::AUTHORIZATION), &state.token)
+}
+
+/// True when `authorization` is `Bearer <token>`: the scheme in any case (RFC 7235 section
+/// 2.1), one or more spaces, then exactly the token.
+fn bearer_matches(authorization: Option<&HeaderValue>, token: &service::config::Secret) -> bool {
+    let Some(value) = authorization else {
+        return false;
+    };
+    let Some((scheme, credentials)) = value.as_bytes().split_at_checked(6) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !credentials.starts_with(b" ") {
+        return false;
     }
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return false;
-    };
-    let value = value.as_bytes();
-    let Some(token) = value
-        .strip_prefix(b"Bearer ")
-        .or_else(|| value.strip_prefix(b"bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(token, state.token.expose().as_bytes())
+    constant_time_eq(credentials.trim_ascii_start(), token.expose().as_bytes())
 }
 
 /// Parsed, valid records of a request: keys and values in two buffers.
@@ -155,6 +157,8 @@ struct Parsed {
     rejected: u64,
     json_like: u64,
     errors: Vec<RecordFailure>,
+    /// The first rejected record's error, with its position.
+    first_error: Option<String>,
     /// Rejections by (stage, reason).
     reasons: std::collections::BTreeMap<(&'static str, &'static str), u64>,
     read: u64,
@@ -184,6 +188,9 @@ fn parse(body: &[u8], max_record_bytes: usize) -> Outcome {
                     p.json_like += 1;
                 }
                 p.rejected += 1;
+                if p.first_error.is_none() {
+                    p.first_error = Some(e.to_string());
+                }
                 let stage = match e {
                     schema::ReadError::Invalid { .. } => crate::metrics::STAGE_VALIDATE,
                     _ => crate::metrics::STAGE_READ,
@@ -202,7 +209,12 @@ fn parse(body: &[u8], max_record_bytes: usize) -> Outcome {
         return Outcome::Malformed("empty body".to_owned());
     }
     if p.json_like == 0 && p.read > 0 {
-        return Outcome::Malformed("the body is not JSON".to_owned());
+        // Say where the first record breaks (record, line, byte and the parser's line and
+        // column), so the client can fix it.
+        return Outcome::Malformed(match p.first_error.take() {
+            Some(e) => format!("the body is not JSON: {e}"),
+            None => "the body is not JSON".to_owned(),
+        });
     }
     Outcome::Parsed(p)
 }
@@ -274,9 +286,7 @@ async fn read_body(
 
 async fn handle(state: &IngestState, headers: &HeaderMap, body: Body) -> Response {
     if !authorized(state, headers) {
-        state
-            .metrics
-            .http_refused("unauthorized", "missing or wrong bearer token");
+        state.metrics.unauthorized();
         let mut r = error_response(StatusCode::UNAUTHORIZED, "a bearer token is required");
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -410,6 +420,50 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_the_token_exact() {
+        let token = service::config::Secret::new("t0ken");
+        let ok = |v: &str| bearer_matches(Some(&HeaderValue::from_str(v).unwrap()), &token);
+        for good in [
+            "Bearer t0ken",
+            "bearer t0ken",
+            "BEARER t0ken",
+            "bEaReR   t0ken",
+        ] {
+            assert!(ok(good), "{good}");
+        }
+        for bad in [
+            "Bearer t0ke",
+            "Bearer t0kenx",
+            "Bearer T0KEN",
+            "Bearer ",
+            "Bearer",
+            "Bearert0ken",
+            "t0ken",
+            "Basic t0ken",
+            "Token t0ken",
+            "",
+        ] {
+            assert!(!ok(bad), "{bad:?}");
+        }
+        assert!(!bearer_matches(None, &token));
+    }
+
+    #[test]
+    fn a_body_whose_only_record_is_broken_json_says_where() {
+        let body = br#"{"timestamp":1,"level":"info","service":"a","message":"m",}"#;
+        match parse(body, 1 << 20) {
+            Outcome::Malformed(m) => assert!(
+                m.contains("record 0")
+                    && m.contains("line 1")
+                    && m.contains("column")
+                    && m.contains("byte"),
+                "{m}"
+            ),
+            Outcome::Parsed(_) => panic!("a broken record alone is not JSON"),
+        }
     }
 
     #[test]

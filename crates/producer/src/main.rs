@@ -206,7 +206,13 @@ async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
     };
     let registry = prometheus::Registry::new();
     let flags = config.feature_flags();
-    service::admin::register_common_metrics(&registry, "producer", producer::app::VERSION, &flags)
+    service::admin::register_common_metrics(
+        &registry,
+        "producer",
+        producer::app::VERSION,
+        ProducerConfig::KNOWN_FLAGS,
+        &flags,
+    )
         .context("cannot register metrics")?;
     let metrics = Arc::new(
         Metrics::register(&registry, config.feature_enhanced_metrics)
@@ -216,7 +222,8 @@ async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
         version = producer::app::VERSION,
         environment = %config.environment,
         topic = %config.kafka_topic,
-        bootstrap = %config.kafka_bootstrap_servers,
+        bootstrap = %service::redact::url_credentials(&config.kafka_bootstrap_servers),
+        ingest_auth = config.ingest_auth(),
         flags = ?flags,
         "producer starting"
     );

@@ -4,7 +4,8 @@
 //! counted by one method each, so the two cannot drift.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use schema::{Level, ReadError, Reason};
@@ -31,6 +32,46 @@ pub const HTTP_REASONS: [&str; 4] = [
 pub const SOURCES: [&str; 2] = ["file", "http"];
 /// HTTP status codes `/v1/logs` answers, pre-initialised in `producer_http_requests_total`.
 pub const HTTP_STATUSES: [u16; 7] = [200, 400, 401, 413, 415, 500, 503];
+/// Requests refused for a missing or wrong token are logged at most once per this interval
+/// (anyone can send them); every one is counted in
+/// `ingestion_errors_total{stage="http",reason="unauthorized"}`.
+pub const UNAUTHORIZED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets a repeated event be logged at most once per interval, counting what it held back.
+#[derive(Debug)]
+struct LogLimiter {
+    every: Duration,
+    /// When the event was last logged, and how many times it was held back since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimiter {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(held back since the last log)` when the event may be logged at `now`.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let Ok(mut state) = self.state.lock() else {
+            // A poisoned lock only loses log lines, never counts.
+            return None;
+        };
+        let (last, held) = &mut *state;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < self.every => {
+                *held += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(held))
+            }
+        }
+    }
+}
 
 /// The producer's metrics.
 #[derive(Clone)]
@@ -54,6 +95,8 @@ pub struct Metrics {
     pub http_duration: Histogram,
     /// `producer_records_by_level_total{level,service}` (only with `FEATURE_ENHANCED_METRICS`).
     pub records_by_level: Option<IntCounterVec>,
+    /// Bounds the WARN lines of refused unauthenticated requests.
+    unauthorized_log: Arc<LogLimiter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -164,6 +207,7 @@ impl Metrics {
             http_requests,
             http_duration,
             records_by_level,
+            unauthorized_log: Arc::new(LogLimiter::new(UNAUTHORIZED_LOG_INTERVAL)),
         })
     }
 
@@ -224,6 +268,33 @@ impl Metrics {
             .with_label_values(&["producer", STAGE_HTTP, reason])
             .inc();
         tracing::warn!(reason, detail, "ingest request refused");
+    }
+
+    /// Counts a request refused for a missing or wrong bearer token, and logs a WARN at most
+    /// once per [`UNAUTHORIZED_LOG_INTERVAL`] (with how many were refused silently since), so
+    /// unauthenticated clients cannot flood the log.
+    pub fn unauthorized(&self) {
+        self.unauthorized_at(Instant::now());
+    }
+
+    /// [`Metrics::unauthorized`] at `now`; true when it logged.
+    fn unauthorized_at(&self, now: Instant) -> bool {
+        self.ingestion_errors
+            .with_label_values(&["producer", STAGE_HTTP, "unauthorized"])
+            .inc();
+        match self.unauthorized_log.admit(now) {
+            Some(not_logged) => {
+                tracing::warn!(
+                    reason = "unauthorized",
+                    not_logged,
+                    every_secs = UNAUTHORIZED_LOG_INTERVAL.as_secs(),
+                    "ingest request refused: missing or wrong bearer token (logged at most once \
+                     per interval; all are counted in ingestion_errors_total)"
+                );
+                true
+            }
+            None => false,
+        }
     }
 
     /// Counts records read from `source` (`file` or `http`).
@@ -295,6 +366,34 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want}\n{t}");
         }
+    }
+
+    #[test]
+    fn unauthorized_requests_are_all_counted_but_logged_once_per_interval() {
+        let m = Metrics::unregistered(false);
+        let t0 = Instant::now();
+        let logged: Vec<bool> = [0, 1, 9, 10, 11, 25]
+            .into_iter()
+            .map(|s| m.unauthorized_at(t0 + Duration::from_secs(s)))
+            .collect();
+        assert_eq!(logged, [true, false, false, true, false, true]);
+        let counted = m
+            .ingestion_errors
+            .with_label_values(&["producer", STAGE_HTTP, "unauthorized"])
+            .get();
+        assert_eq!(counted, 6);
+    }
+
+    #[test]
+    fn the_log_limiter_reports_what_it_held_back() {
+        let l = LogLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(l.admit(t0), Some(0));
+        assert_eq!(l.admit(t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(2)), None);
+        assert_eq!(l.admit(t0 + Duration::from_secs(10)), Some(2));
+        // A clock that steps back does not log again early.
+        assert_eq!(l.admit(t0), None);
     }
 
     #[test]

@@ -289,11 +289,32 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The librdkafka settings of the producer (shared with the raw benchmark baseline).
-pub fn client_config(config: &ProducerConfig) -> ClientConfig {
+/// The librdkafka settings every client of the producer shares (the producer and the admin
+/// client of the topic check): brokers, client id and the security settings
+/// (`kafka_extra_properties`, `kafka_sasl_password`).
+pub fn base_client_config(config: &ProducerConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
-        .set("acks", "all")
+        .set("client.id", "logpipe-producer");
+    // Validated at load; an entry that is not key=value cannot reach here.
+    if let Ok(pairs) =
+        service::config::key_value_pairs("kafka_extra_properties", &config.kafka_extra_properties)
+    {
+        for (k, v) in pairs {
+            c.set(k, v);
+        }
+    }
+    if !config.kafka_sasl_password.is_empty() {
+        c.set("sasl.password", config.kafka_sasl_password.expose());
+    }
+    c
+}
+
+/// The librdkafka settings of the producer (shared with the raw benchmark baseline): the
+/// [`base_client_config`], then the delivery settings, which extra properties cannot weaken.
+pub fn client_config(config: &ProducerConfig) -> ClientConfig {
+    let mut c = base_client_config(config);
+    c.set("acks", "all")
         .set("enable.idempotence", "true")
         .set("compression.codec", &config.kafka_compression)
         .set("linger.ms", config.kafka_linger.as_millis().to_string())
@@ -313,8 +334,7 @@ pub fn client_config(config: &ProducerConfig) -> ClientConfig {
             "delivery.timeout.ms",
             config.kafka_delivery_timeout.as_millis().to_string(),
         )
-        .set("allow.auto.create.topics", "false")
-        .set("client.id", "logpipe-producer");
+        .set("allow.auto.create.topics", "false");
     c
 }
 
@@ -416,8 +436,7 @@ pub fn record_headers() -> OwnedHeaders {
 /// Makes sure the topic exists: checks metadata, and when it is missing creates it with the
 /// configured partitions if `create` is true, or fails with [`SinkError::TopicMissing`].
 pub async fn ensure_topic(config: &ProducerConfig, create: bool) -> Result<(), SinkError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_bootstrap_servers)
+    let admin: AdminClient<DefaultClientContext> = base_client_config(config)
         .create()
         .map_err(SinkError::Client)?;
     let admin = Arc::new(admin);
@@ -514,6 +533,54 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.delivered, 1);
+    }
+
+    fn secured() -> ProducerConfig {
+        ProducerConfig {
+            kafka_extra_properties: vec![
+                "security.protocol=SASL_SSL".into(),
+                "sasl.mechanism=SCRAM-SHA-512".into(),
+                "sasl.username=logpipe".into(),
+                // An extra property cannot weaken the delivery guarantees.
+                "acks=1".into(),
+            ],
+            kafka_sasl_password: service::config::Secret::new("s4sl-pw"),
+            ..ProducerConfig::default()
+        }
+    }
+
+    #[test]
+    fn every_client_carries_the_security_settings_and_the_producer_keeps_acks_all() {
+        let config = secured();
+        for (what, c) in [
+            ("base", base_client_config(&config)),
+            ("producer", client_config(&config)),
+        ] {
+            assert_eq!(c.get("security.protocol"), Some("SASL_SSL"), "{what}");
+            assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"), "{what}");
+            assert_eq!(c.get("sasl.username"), Some("logpipe"), "{what}");
+            assert_eq!(c.get("sasl.password"), Some("s4sl-pw"), "{what}");
+        }
+        assert_eq!(client_config(&config).get("acks"), Some("all"));
+        assert_eq!(ProducerConfig::default().kafka_extra_properties.len(), 0);
+        assert_eq!(
+            base_client_config(&ProducerConfig::default()).get("sasl.password"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_sasl_ssl_scram_client_can_be_created() {
+        // Fails with "OpenSSL not available at build time" when rdkafka is built without `ssl`.
+        // Creating the client does not contact the brokers.
+        if let Err(e) = Sink::new(&secured()) {
+            panic!("{e}");
+        }
+        let admin: Result<AdminClient<DefaultClientContext>, _> =
+            base_client_config(&secured()).create();
+        if let Err(e) = admin {
+            panic!("{e}");
+        }
     }
 
     #[test]

@@ -104,12 +104,15 @@ impl std::fmt::Debug for AdminState {
 }
 
 /// Registers the metrics every service has: `build_info{service,version}`,
-/// `feature_flag{name}` (1 for each active flag) and the process collector (CPU, memory, fds).
+/// `feature_flag{name}` (every flag in `known`: 1 when it is in `active`, else 0, so a panel
+/// or alert sees the flag before anyone turns it on) and the process collector (CPU, memory,
+/// fds).
 pub fn register_common_metrics(
     registry: &Registry,
     service: &str,
     version: &str,
-    flags: &[String],
+    known: &[&str],
+    active: &[String],
 ) -> Result<(), prometheus::Error> {
     let build = IntGaugeVec::new(
         Opts::new("build_info", "Build information; always 1."),
@@ -118,10 +121,13 @@ pub fn register_common_metrics(
     build.with_label_values(&[service, version]).set(1);
     registry.register(Box::new(build))?;
     let flag = IntGaugeVec::new(
-        Opts::new("feature_flag", "Active feature flags (1 when on)."),
+        Opts::new("feature_flag", "Feature flags: 1 when on, 0 when off."),
         &["name"],
     )?;
-    for f in flags {
+    for f in known {
+        flag.with_label_values(&[*f]).set(0);
+    }
+    for f in active {
         flag.with_label_values(&[f.as_str()]).set(1);
     }
     registry.register(Box::new(flag))?;
@@ -214,8 +220,14 @@ mod tests {
 
     fn state() -> AdminState {
         let registry = Registry::new();
-        register_common_metrics(&registry, "producer", "1.2.3", &["enhanced_metrics".into()])
-            .unwrap();
+        register_common_metrics(
+            &registry,
+            "producer",
+            "1.2.3",
+            &["enhanced_metrics", "other_flag"],
+            &["enhanced_metrics".into()],
+        )
+        .unwrap();
         AdminState {
             service: "producer",
             version: "1.2.3",
@@ -269,6 +281,10 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         assert!(body.contains(r#"build_info{service="producer",version="1.2.3"} 1"#));
         assert!(body.contains(r#"feature_flag{name="enhanced_metrics"} 1"#));
+        assert!(
+            body.contains(r#"feature_flag{name="other_flag"} 0"#),
+            "a known flag that is off is exported as 0"
+        );
     }
 
     #[tokio::test]

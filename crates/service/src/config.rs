@@ -27,12 +27,15 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The config file is not valid TOML or has a wrongly typed value.
-    #[error("config file {path}: {message}")]
+    /// The config file is not valid TOML. The message names the place, never quotes the line
+    /// (it may hold a secret).
+    #[error("config file {path}, {place}: {message}")]
     ParseFile {
         /// The file.
         path: PathBuf,
-        /// The parser's message (with line and key).
+        /// `line L, column C`, followed by `` (key `K`)`` when the line sets a known setting.
+        place: String,
+        /// The parser's message, on one line, without the source excerpt.
         message: String,
     },
     /// A key that no setting has.
@@ -65,6 +68,17 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A file named by `<NAME>_FILE` is empty (or holds only a line break): an unset secret
+    /// must not turn authentication off silently.
+    #[error("config key `{key}`: {env} file {path} is empty")]
+    EmptySecretFile {
+        /// The key.
+        key: String,
+        /// The `_FILE` variable.
+        env: String,
+        /// The path it names.
+        path: PathBuf,
+    },
 }
 
 impl ConfigError {
@@ -78,10 +92,165 @@ impl ConfigError {
     }
 }
 
-/// A secret setting: deserialised from a string, never printed (Debug shows `[redacted]`).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+/// A secret setting: deserialised from a string, never printed (Debug shows `[redacted]`, and a
+/// value of the wrong type is refused without being quoted).
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `deserialize_any`, so that every wrong type reaches the visitor below: a typed
+        // `deserialize_string` would build serde's "invalid type: integer `…`" error, which
+        // quotes the value.
+        match deserializer.deserialize_any(SecretVisitor(Want::String))? {
+            SecretValue::One(s) => Ok(Secret(s)),
+            SecretValue::List(_) => Err(serde::de::Error::custom(refusal(Want::String, "a list"))),
+        }
+    }
+}
+
+/// Deserialises a list of strings that may hold secrets (`kafka_extra_properties`, whose
+/// entries may be `sasl.password=...`) and, like [`Secret`], refuses a wrongly typed value
+/// without quoting it. Use with `#[serde(deserialize_with = "service::config::secret_list")]`.
+pub fn secret_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    match deserializer.deserialize_any(SecretVisitor(Want::List))? {
+        SecretValue::List(v) => Ok(v),
+        SecretValue::One(_) => Err(serde::de::Error::custom(refusal(Want::List, "a string"))),
+    }
+}
+
+/// The shape a secret-bearing setting must have.
+#[derive(Clone, Copy)]
+enum Want {
+    /// A string ([`Secret`]).
+    String,
+    /// A list of strings ([`secret_list`]).
+    List,
+}
+
+/// What [`SecretVisitor`] read.
+enum SecretValue {
+    One(String),
+    List(Vec<String>),
+}
+
+/// The refusal of a value of the wrong type, naming the types only.
+fn refusal(want: Want, found: &str) -> String {
+    let want = match want {
+        Want::String => "a string",
+        Want::List => "a list of strings",
+    };
+    format!("expected {want}, found {found} (the value may be a secret and is not shown)")
+}
+
+/// Reads the shape it wants; refuses every other type with a message that does not contain
+/// the value (serde's default refusals quote it).
+struct SecretVisitor(Want);
+
+impl SecretVisitor {
+    fn refuse<E: serde::de::Error>(&self, found: &str) -> Result<SecretValue, E> {
+        Err(E::custom(refusal(self.0, found)))
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SecretVisitor {
+    type Value = SecretValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Want::String => "a string",
+            Want::List => "a list of strings",
+        })
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretValue, E> {
+        match self.0 {
+            Want::String => Ok(SecretValue::One(v.to_owned())),
+            Want::List => self.refuse("a string"),
+        }
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretValue, E> {
+        match self.0 {
+            Want::String => Ok(SecretValue::One(v)),
+            Want::List => self.refuse("a string"),
+        }
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SecretValue, A::Error> {
+        if let Want::String = self.0 {
+            return self.refuse("a list");
+        }
+        let mut out = Vec::new();
+        // Each element goes through `Secret`, which refuses a non-string without its value.
+        while let Some(Secret(s)) = seq.next_element::<Secret>()? {
+            out.push(s);
+        }
+        Ok(SecretValue::List(out))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretValue, E> {
+        self.refuse("a boolean")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretValue, E> {
+        self.refuse("an integer")
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<SecretValue, E> {
+        self.refuse("an integer")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretValue, E> {
+        self.refuse("an integer")
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<SecretValue, E> {
+        self.refuse("an integer")
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretValue, E> {
+        self.refuse("a number")
+    }
+
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<SecretValue, E> {
+        self.visit_string(v.to_string())
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretValue, E> {
+        self.refuse("bytes")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<SecretValue, E> {
+        self.refuse("nothing")
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<SecretValue, D::Error> {
+        self.refuse("an optional value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<SecretValue, E> {
+        self.refuse("nothing")
+    }
+
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<SecretValue, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
+        self.refuse("a table (or a date)")
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
+        self.refuse("an enum")
+    }
+}
 
 impl Secret {
     /// A secret from a string.
@@ -134,10 +303,8 @@ where
             path: path.to_owned(),
             source,
         })?;
-        let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| toml_error(path, &text, &e, &defaults))?;
         for (key, value) in table {
             if !defaults.contains_key(&key) {
                 return Err(ConfigError::UnknownKey {
@@ -167,10 +334,17 @@ where
                 path: PathBuf::from(path),
                 source,
             })?;
-            (
-                text.trim_end_matches(['\n', '\r']).to_owned(),
-                format!("environment {file_name}"),
-            )
+            let value = text.trim_end_matches(['\n', '\r']);
+            // A mounted secret that is empty is a deployment mistake; taken as "unset" it would
+            // turn authentication off.
+            if value.trim().is_empty() {
+                return Err(ConfigError::EmptySecretFile {
+                    key: key.clone(),
+                    env: file_name.clone(),
+                    path: PathBuf::from(path),
+                });
+            }
+            (value.to_owned(), format!("environment {file_name}"))
         } else {
             continue;
         };
@@ -208,6 +382,74 @@ where
         origin: "merged configuration".to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// A TOML syntax error as one line: where (line, column and, when the line sets a known
+/// setting, its key) and the parser's message, without the excerpt of the source that the
+/// error's `Display` includes: the line may hold a secret (an unquoted token).
+fn toml_error(
+    path: &Path,
+    text: &str,
+    error: &toml::de::Error,
+    settings: &Map<String, Value>,
+) -> ConfigError {
+    let place = match error.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = text.get(..start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            let line_text = text[line_start..].lines().next().unwrap_or_default();
+            // Only a known setting's name is shown: anything else on the line may be a secret.
+            let key = line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches(['"', '\'']))
+                .filter(|k| settings.contains_key(*k));
+            match key {
+                Some(k) => format!("line {line}, column {column} (key `{k}`)"),
+                None => format!("line {line}, column {column}"),
+            }
+        }
+        None => "position unknown".to_owned(),
+    };
+    let message = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    ConfigError::ParseFile {
+        path: path.to_owned(),
+        place,
+        message,
+    }
+}
+
+/// The `key=value` entries of a list setting such as `kafka_extra_properties`, split and
+/// trimmed. An entry that is not `key=value` is refused by its position, never quoted: an entry
+/// may hold a secret (`sasl.password=...`, or `sasl.password:...` mistyped).
+pub fn key_value_pairs<'a>(
+    key: &str,
+    entries: &'a [String],
+) -> Result<Vec<(&'a str, &'a str)>, ConfigError> {
+    let n = entries.len();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| match entry.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v.trim())),
+            Some(_) => Err(ConfigError::invalid(
+                key,
+                format!("entry {} of {n} has no key before `=` (entries are not shown: they may hold secrets)", i + 1),
+            )),
+            None => Err(ConfigError::invalid(
+                key,
+                format!("entry {} of {n} is not key=value (entries are not shown: they may hold secrets)", i + 1),
+            )),
+        })
+        .collect()
 }
 
 /// Parses an environment string into the JSON type of the setting's default.
@@ -267,6 +509,8 @@ mod tests {
         wait: Duration,
         labels: Vec<String>,
         password: Secret,
+        #[serde(deserialize_with = "secret_list")]
+        props: Vec<String>,
     }
 
     impl Default for Demo {
@@ -279,6 +523,7 @@ mod tests {
                 wait: Duration::from_secs(1),
                 labels: vec!["service".into()],
                 password: Secret::default(),
+                props: Vec::new(),
             }
         }
     }
@@ -361,6 +606,142 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("PASSWORD_FILE"), "{e}");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_the_line_and_key_without_quoting_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let secret = "SxhunterQ1N2Z3K";
+        for (text, line, key) in [
+            (
+                format!("batch_records = 5\npassword = {secret}\n"),
+                2,
+                Some("password"),
+            ),
+            (
+                format!("password = \"{secret}\nenabled = true\n"),
+                1,
+                Some("password"),
+            ),
+            (format!("password = '{secret}\n"), 1, Some("password")),
+            (format!("{secret}\n"), 1, None),
+            (format!("[{secret}\n"), 1, None),
+            (format!("password = [{secret}]\n"), 1, Some("password")),
+        ] {
+            std::fs::write(&f, &text).unwrap();
+            let e = load::<Demo>(Some(&f), &env(&[])).unwrap_err().to_string();
+            assert!(
+                !e.contains(secret),
+                "{text:?}: the error quotes the secret: {e}"
+            );
+            assert!(
+                e.contains(&format!("line {line}, column ")),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains("c.toml"), "{text:?}: {e}");
+            if let Some(key) = key {
+                assert!(e.contains(&format!("(key `{key}`)")), "{text:?}: {e}");
+            }
+            assert_eq!(e.lines().count(), 1, "{text:?}: not one line: {e}");
+        }
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_refused_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for (value, kind) in [
+            ("7000019877", "an integer"),
+            ("-7000019877", "an integer"),
+            ("7000019877.5", "a number"),
+            ("true", "a boolean"),
+            ("[\"7000019877\"]", "a list"),
+            ("{ v = \"7000019877\" }", "a table"),
+            ("1979-05-27T07:32:00Z", "a date"),
+        ] {
+            std::fs::write(&f, format!("password = {value}\n")).unwrap();
+            let e = load::<Demo>(Some(&f), &env(&[])).unwrap_err().to_string();
+            assert!(e.contains("`password`") && e.contains(kind), "{value}: {e}");
+            assert!(
+                !e.contains("7000019877") && !e.contains("1979"),
+                "{value}: {e}"
+            );
+        }
+        // A string is still a secret's value, and other settings still show theirs.
+        std::fs::write(&f, "password = \"7000019877\"\n").unwrap();
+        let d: Demo = load(Some(&f), &env(&[])).unwrap();
+        assert_eq!(d.password.expose(), "7000019877");
+        std::fs::write(&f, "batch_records = \"many\"\n").unwrap();
+        let e = load::<Demo>(Some(&f), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("`batch_records`") && e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_list_of_the_wrong_type_is_refused_without_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        for (value, found) in [
+            ("\"sasl.password:hunter22\"", "found a string"),
+            ("[\"a=b\", 7000019877]", "found an integer"),
+            ("[[\"sasl.password=hunter22\"]]", "found a list"),
+            ("{ sasl = \"hunter22\" }", "found a table"),
+        ] {
+            std::fs::write(&f, format!("props = {value}\n")).unwrap();
+            let e = load::<Demo>(Some(&f), &env(&[])).unwrap_err().to_string();
+            assert!(e.contains("`props`") && e.contains(found), "{value}: {e}");
+            assert!(
+                !e.contains("hunter22") && !e.contains("7000019877"),
+                "{value}: {e}"
+            );
+        }
+        std::fs::write(&f, "props = [\"a=b\", \"c=d\"]\n").unwrap();
+        let d: Demo = load(Some(&f), &env(&[("PASSWORD", "x")])).unwrap();
+        assert_eq!(d.props, ["a=b", "c=d"]);
+        let d: Demo = load(None, &env(&[("PROPS", "a=b, c=d")])).unwrap();
+        assert_eq!(d.props, ["a=b", "c=d"]);
+    }
+
+    #[test]
+    fn an_empty_file_variable_is_an_error_naming_the_variable_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        for content in ["", "\n", "\r\n", "  \n"] {
+            std::fs::write(&f, content).unwrap();
+            let path = f.to_str().unwrap();
+            let e = load::<Demo>(None, &env(&[("PASSWORD_FILE", path)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`password`") && e.contains("PASSWORD_FILE") && e.contains(path),
+                "{content:?}: {e}"
+            );
+            assert!(e.contains("empty"), "{content:?}: {e}");
+        }
+        // Set empty in the environment itself, the value stays an explicit "none".
+        let d: Demo = load(None, &env(&[("PASSWORD", "")])).unwrap();
+        assert!(d.password.is_empty());
+    }
+
+    #[test]
+    fn key_value_entries_are_split_and_bad_ones_refused_without_quoting_them() {
+        let entries = vec![
+            "security.protocol = SASL_SSL".to_owned(),
+            "sasl.jaas=a=b".to_owned(),
+        ];
+        assert_eq!(
+            key_value_pairs("extra", &entries).unwrap(),
+            [("security.protocol", "SASL_SSL"), ("sasl.jaas", "a=b")]
+        );
+        for (bad, what) in [
+            ("sasl.password:hunter22", "entry 2 of 2 is not key=value"),
+            ("=hunter22", "entry 2 of 2 has no key"),
+        ] {
+            let entries = vec!["security.protocol=SASL_SSL".to_owned(), bad.to_owned()];
+            let e = key_value_pairs("extra", &entries).unwrap_err().to_string();
+            assert!(e.contains("`extra`") && e.contains(what), "{e}");
+            assert!(!e.contains("hunter22"), "{e}");
+        }
     }
 
     #[test]
