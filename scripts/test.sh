@@ -19,7 +19,8 @@ Runs every check of the project: formatting, lints, all test suites.
 
 Options:
   --no-install   do not install missing tools (fail instead)
-  --only STEP    run one step: install, fmt, clippy, tests, deploy, ci, scripts, bench-check
+  --only STEP    run one step: install, fmt, clippy, tests, deploy, ci, scripts, deny,
+                 bench-check
   -h, --help     show this help
 
 Environment:
@@ -67,7 +68,8 @@ step_deploy() {
 
 step_scripts() {
   log "ops scripts: shellcheck and the bats suites (against the local runtime)"
-  cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit
+  cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit \
+    --bins --example raw_consume
   LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/check-scripts.sh"
 }
 
@@ -76,6 +78,11 @@ step_ci_pipeline() {
   local flags=()
   [[ "$INSTALL" == 1 ]] || flags+=(--no-install)
   "$ROOT/scripts/check-ci.sh" "${flags[@]}"
+}
+
+step_deny() {
+  log "supply chain: cargo deny (licences, bans, sources; advisories need the network)"
+  cargo deny --offline check bans licenses sources
 }
 
 step_bench_check() {
@@ -123,7 +130,7 @@ main() {
   fi
   case "$only" in
     "") step_fmt; step_clippy; step_tests; step_deploy; step_ci_pipeline; step_scripts
-        step_bench_check; check_no_leftovers ;;
+        step_deny; step_bench_check; check_no_leftovers ;;
     install) ensure_tools; ensure_deploy_tools ;;
     deploy) step_deploy ;;
     scripts) step_scripts ;;
@@ -131,6 +138,7 @@ main() {
     fmt) step_fmt ;;
     clippy) step_clippy ;;
     tests) step_tests; check_no_leftovers ;;
+    deny) step_deny ;;
     bench-check) step_bench_check ;;
     *) log "unknown step: $only"; exit 2 ;;
   esac

@@ -67,12 +67,22 @@ ensure_nextest() {
     >"$LOGPIPE_CACHE/logs/nextest-install.log" 2>&1
 }
 
+# cargo-deny: licences, bans and sources of every dependency (tests/security's supply-chain check).
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  _tools_log "installing cargo-deny (a few minutes, once)"
+  cargo install cargo-deny --locked --root "$LOGPIPE_TOOLS" \
+    >"$LOGPIPE_CACHE/logs/cargo-deny-install.log" 2>&1 \
+    || { tail -30 "$LOGPIPE_CACHE/logs/cargo-deny-install.log" >&2; return 1; }
+}
+
 ensure_tools() {
   # cmake: rdkafka's bundled librdkafka build; pkg-config: finds OpenSSL for it; protoc:
-  # independent protobuf check; prometheus/promtool: metrics tests; shellcheck/bats: script checks.
+  # independent protobuf check; prometheus/promtool: metrics tests; shellcheck/bats: script checks;
+  # wrk: the local load test (scripts/load-test.sh).
   ensure_apt cmake:cmake pkg-config:pkg-config protoc:protobuf-compiler prometheus:prometheus \
     promtool:prometheus shellcheck:shellcheck bats:bats curl:curl nginx:nginx-light \
-    sqlite3:sqlite3 jq:jq
+    sqlite3:sqlite3 jq:jq wrk:wrk
   [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
   # OpenSSL headers: librdkafka is built with SSL and SASL/SCRAM (rdkafka's `ssl` feature),
   # linked against the system libssl.
@@ -82,5 +92,6 @@ ensure_tools() {
   [[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] \
     || ensure_apt __none__:libcurl4-openssl-dev
   ensure_nextest
+  ensure_cargo_deny
   ensure_tansu
 }
