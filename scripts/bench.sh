@@ -86,6 +86,9 @@ main() {
   log "consumer benchmark ($records records)"
   "$ROOT/scripts/bench-consumer.sh" --records "$records" >"$work/consumer.txt" \
     || { tail -20 "$work/consumer.txt" >&2; exit 1; }
+  log "HTTP ingest load test (20 s, wrk)"
+  LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/load-test.sh" --duration 20 >"$work/load.txt" 2>&1 \
+    || { tail -20 "$work/load.txt" >&2; exit 1; }
 
   local nd ar pb raw_p prod_p raw_c cons_c
   nd="$(criterion read_validate_normalise/ndjson_291B 100000)"
@@ -125,6 +128,12 @@ main() {
     echo
     echo '```'
     cat "$work/consumer.txt"
+    echo '```'
+    echo
+    echo "## HTTP ingest under load (\`scripts/load-test.sh --duration 20\`, wrk)"
+    echo
+    echo '```'
+    grep -v '^\[' "$work/load.txt" || cat "$work/load.txt"
     echo '```'
   } >"$out"
   log "wrote $out and ${out%.md}.svg"

@@ -112,9 +112,10 @@ pub struct ConsumerConfig {
     pub batch_max_wait: Duration,
     /// Pushes in flight at once. Default 4.
     pub max_in_flight_pushes: usize,
-    /// Records held (batching, in flight, retrying) before consumption pauses. Default 20000.
+    /// Records held (batching, in flight, retrying) before reading stops; held that long (5 s),
+    /// the partitions are paused. Default 10000.
     pub buffer_max_records: usize,
-    /// Bytes held before consumption pauses. Default 16 MiB.
+    /// Bytes held before reading stops (then pausing, as for records). Default 8 MiB.
     pub buffer_max_bytes: usize,
     /// First retry delay for 429, 5xx and network errors. Default `250ms`.
     #[serde(with = "humantime_serde")]
@@ -189,8 +190,8 @@ impl Default for ConsumerConfig {
             batch_max_records: 10_000,
             batch_max_wait: Duration::from_secs(1),
             max_in_flight_pushes: 4,
-            buffer_max_records: 20_000,
-            buffer_max_bytes: 16 * 1024 * 1024,
+            buffer_max_records: 10_000,
+            buffer_max_bytes: 8 * 1024 * 1024,
             retry_min_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 0,
