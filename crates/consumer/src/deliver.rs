@@ -261,7 +261,11 @@ async fn push_until_final(
             _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
         };
         // Another push may have closed the gate while this one waited for a permit.
-        if shared.gate.closed_until(tokio::time::Instant::now()).is_some() {
+        if shared
+            .gate
+            .closed_until(tokio::time::Instant::now())
+            .is_some()
+        {
             continue;
         }
         shared.metrics.in_flight.inc();

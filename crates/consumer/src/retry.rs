@@ -162,7 +162,9 @@ mod tests {
         assert_eq!(gate.closed_until(t0), None, "open at first");
         gate.failed(t0, None);
         let first = gate.closed_until(t0).expect("closed after a failure");
-        assert!(first >= t0 + Duration::from_millis(50) && first <= t0 + Duration::from_millis(100));
+        assert!(
+            first >= t0 + Duration::from_millis(50) && first <= t0 + Duration::from_millis(100)
+        );
         // Four pushes that were in flight fail too: still one step.
         for _ in 0..4 {
             gate.failed(t0 + Duration::from_millis(1), None);
@@ -171,7 +173,11 @@ mod tests {
         // After it opened, the next failure closes it for a longer step.
         gate.failed(first, None);
         let second = gate.closed_until(first).expect("closed again");
-        assert!(second >= first + Duration::from_millis(100), "{:?}", second - first);
+        assert!(
+            second >= first + Duration::from_millis(100),
+            "{:?}",
+            second - first
+        );
         // Retry-After wins when longer.
         gate.failed(second, Some(Duration::from_secs(3)));
         assert!(gate.closed_until(second).expect("closed") >= second + Duration::from_secs(3));
@@ -179,6 +185,9 @@ mod tests {
         assert_eq!(gate.closed_until(second), None);
         gate.failed(second, None);
         let again = gate.closed_until(second).expect("closed");
-        assert!(again <= second + Duration::from_millis(100), "back-off restarted");
+        assert!(
+            again <= second + Duration::from_millis(100),
+            "back-off restarted"
+        );
     }
 }
