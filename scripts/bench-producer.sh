@@ -6,7 +6,10 @@
 # they are, what `kcat -P -l` does, same librdkafka settings), with the same baseline giving each
 # message the producer's key and headers (found by byte search, no parsing), and with
 # `producer run --once`, each into its own fresh topic, and reports the rates, the ratios and the
-# producer's maximum RSS. tansu and the temporary files are removed on exit, also on failure.
+# producer's maximum RSS. Then `producer run --follow` catches up with the same file (the time
+# until its checkpoint reaches the end of the file: every record acknowledged and the checkpoint
+# written), the path whose checkpoint writes a SIGKILL's re-sends depend on. tansu and the
+# temporary files are removed on exit, also on failure.
 set -euo pipefail
 
 readonly SCRIPT_NAME="${0##*/}"
@@ -29,7 +32,7 @@ Environment:
   CARGO_TARGET_DIR  cargo build folder (default: \$LOGPIPE_CACHE/target)
   TANSU_BIN         tansu binary (default: \$LOGPIPE_CACHE/tools/bin/tansu)
 
-Exit status: 0 when both runs delivered every record, 1 otherwise, 2 on bad usage.
+Exit status: 0 when every run delivered every record, 1 otherwise, 2 on bad usage.
 USAGE
 }
 
@@ -37,9 +40,15 @@ log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 TANSU_PID=""
+FOLLOW_PID=""
+FOLLOW_SECS=""
 WORK_DIR=""
 
 cleanup() {
+  if [[ -n "$FOLLOW_PID" ]] && kill -0 "$FOLLOW_PID" 2>/dev/null; then
+    kill "$FOLLOW_PID" 2>/dev/null || true
+    wait "$FOLLOW_PID" 2>/dev/null || true
+  fi
   if [[ -n "$TANSU_PID" ]] && kill -0 "$TANSU_PID" 2>/dev/null; then
     kill "$TANSU_PID" 2>/dev/null || true
     wait "$TANSU_PID" 2>/dev/null || true
@@ -72,6 +81,38 @@ start_tansu() {
     : "$i"
   done
   die "tansu not ready after 10s"
+}
+
+# The offset in a --follow checkpoint file, 0 before there is one.
+checkpoint_offset() {
+  local offset
+  offset="$(grep -o '"offset":[0-9]*' "$1" 2>/dev/null | cut -d: -f2)" || true
+  echo "${offset:-0}"
+}
+
+# Runs `producer run --follow` on the input until its checkpoint reaches the end of the file (or
+# 600 s pass), stops it with SIGTERM and sets FOLLOW_SECS to the seconds it took to get there.
+follow_catch_up() {
+  local bin="$1" bootstrap="$2" input="$3" checkpoint="$WORK_DIR/bench.checkpoint"
+  local size t0 t1
+  size="$(stat -c %s "$input")"
+  t0="$(now)"
+  KAFKA_BOOTSTRAP_SERVERS="$bootstrap" KAFKA_TOPIC=bench-follow HTTP_LISTEN="" \
+    LOG_FORMAT=text LOG_LEVEL=warn CHECKPOINT_PATH="$checkpoint" FOLLOW_POLL_INTERVAL=50ms \
+    "$bin/producer" run --input "$input" --follow >&2 &
+  FOLLOW_PID=$!
+  while [[ "$(checkpoint_offset "$checkpoint")" -lt "$size" ]]; do
+    kill -0 "$FOLLOW_PID" 2>/dev/null || die "producer --follow exited before catching up"
+    if [[ "$(echo "$(now) - $t0 > 600" | bc -l)" == 1 ]]; then
+      die "producer --follow did not catch up within 600 s"
+    fi
+    sleep 0.02
+  done
+  t1="$(now)"
+  kill -TERM "$FOLLOW_PID"
+  wait "$FOLLOW_PID" || die "producer --follow did not exit 0 after SIGTERM"
+  FOLLOW_PID=""
+  FOLLOW_SECS="$(echo "$t1 - $t0" | bc -l)"
 }
 
 create_topic() {
@@ -114,6 +155,7 @@ main() {
   create_topic "$port" "$partitions" bench-raw
   create_topic "$port" "$partitions" bench-raw-keyed
   create_topic "$port" "$partitions" bench-producer
+  create_topic "$port" "$partitions" bench-follow
 
   log "raw baseline (lines as they are, no key, no headers)"
   local t0 t1 raw_secs keyed_secs prod_secs
@@ -140,10 +182,14 @@ main() {
   local rss_kb
   rss_kb="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK_DIR/time.txt")"
 
+  log "producer run --follow, catching up with the whole file"
+  follow_catch_up "$bin" "$bootstrap" "$input"
+
   printf 'records:                     %d\n' "$records"
   printf 'raw baseline:                %.2f s, %.0f records/s\n' "$raw_secs" "$(echo "$records / $raw_secs" | bc -l)"
   printf 'raw baseline, key+headers:   %.2f s, %.0f records/s\n' "$keyed_secs" "$(echo "$records / $keyed_secs" | bc -l)"
   printf 'producer --once:             %.2f s, %.0f records/s\n' "$prod_secs" "$(echo "$records / $prod_secs" | bc -l)"
+  printf 'producer --follow catch-up:  %.2f s, %.0f records/s\n' "$FOLLOW_SECS" "$(echo "$records / $FOLLOW_SECS" | bc -l)"
   printf 'ratio to raw baseline:       %.2fx\n' "$(echo "$raw_secs / $prod_secs" | bc -l)"
   printf 'ratio to key+headers:        %.2fx\n' "$(echo "$keyed_secs / $prod_secs" | bc -l)"
   printf 'producer max RSS:            %.1f MiB\n' "$(echo "$rss_kb / 1024" | bc -l)"

@@ -96,8 +96,16 @@ impl<M> Dispatcher<M> {
     }
 
     /// Encodes and enqueues a valid record into the open chunk, waiting for room while the queue
-    /// is full.
-    pub fn send(&mut self, origin: &str, line: u64, record: &LogRecord<'_>) -> Enqueue {
+    /// is full. Chunks that settle meanwhile are retired, in order, through `done`, as
+    /// [`Dispatcher::retire_settled`] does: their delivery failures must reach the caller (a
+    /// `--follow` checkpoint must not pass them), and their acknowledgements may advance it.
+    pub fn send(
+        &mut self,
+        origin: &str,
+        line: u64,
+        record: &LogRecord<'_>,
+        mut done: impl FnMut(M, Settled),
+    ) -> Enqueue {
         self.report.read += 1;
         if self.metrics.records_by_level.is_some() {
             *self
@@ -115,7 +123,7 @@ impl<M> Dispatcher<M> {
                 Err(SendError::QueueFull) => {
                     // Room comes back as acknowledgements arrive: retire what settled and poll
                     // again. After a shutdown signal, give up once the shutdown timeout passed.
-                    self.retire_settled(|_, _| {});
+                    self.retire_settled(&mut done);
                     let since = *waited_since.get_or_insert_with(Instant::now);
                     if self.shutdown.is_cancelled() && since.elapsed() > self.shutdown_timeout {
                         return Enqueue::Interrupted;
@@ -170,6 +178,19 @@ impl<M> Dispatcher<M> {
             self.retire_settled(&mut done);
         }
         true
+    }
+
+    /// Waits until the oldest pending chunk settled (true) or `deadline` (false); without a
+    /// pending chunk, sleeps until `deadline`. Retires nothing: call
+    /// [`Dispatcher::retire_settled`] next.
+    pub fn wait_oldest(&self, deadline: Instant) -> bool {
+        match self.pending.front() {
+            Some((tracker, _)) => tracker.wait_until(deadline),
+            None => {
+                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+                false
+            }
+        }
     }
 
     /// Seals the open chunk with `meta`, then waits for every chunk until all settled or, once

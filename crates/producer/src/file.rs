@@ -239,7 +239,7 @@ fn pass<R: BufRead>(
                         sleep_unless(shutdown, wait);
                     }
                 }
-                if d.send(origin, r.position.line, &r.record) == Enqueue::Interrupted {
+                if d.send(origin, r.position.line, &r.record, |_, _| {}) == Enqueue::Interrupted {
                     d.report.undelivered += 1;
                     return PassEnd::Interrupted;
                 }

@@ -1,15 +1,29 @@
 //! `--follow`: tails a growing NDJSON file like `tail -F`, across rotation (the path names a
 //! new inode: finish the old file, then read the new one from its start) and truncation (the file
 //! got shorter than the read position: start over at 0). A partial last line is never consumed
-//! until its newline arrives (or the file was rotated away). Progress is kept in a
-//! [`Checkpoint`] written only for offsets whose every record Kafka acknowledged, in order, so a
-//! restart neither skips nor re-reads.
+//! until its newline arrives (or the file was rotated away).
+//!
+//! Progress is kept in a [`Checkpoint`] that only ever names an offset whose every record before
+//! it Kafka acknowledged, in order, so a restart never skips a record. It is written as the
+//! acknowledgements advance it: while the file is being read, at most every
+//! [`CHECKPOINT_INTERVAL`] unless [`CHECKPOINT_EVERY_RECORDS`] more records were acknowledged
+//! first; while the producer waits for the file to grow, before the wait and as soon as
+//! acknowledgements come in; and at shutdown once the in-flight records settled.
+//!
+//! Delivery is therefore **at-least-once across crashes**: a SIGKILL (or a crash, or power loss)
+//! between an acknowledgement and the next checkpoint write cannot be made exactly-once without
+//! transactional output. The restart reads again what follows the last checkpoint written: the
+//! records Kafka acknowledged since that write (at most about 100 ms worth) and the records
+//! still in flight, which Kafka may have stored too. Loki drops exact duplicates (same stream,
+//! timestamp and line), so they do not show twice in queries. A SIGTERM/SIGINT stop writes the
+//! checkpoint after every in-flight record settled (within `SHUTDOWN_TIMEOUT`), so its restart
+//! re-reads nothing.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use schema::{Position, ReadError, RecordReader};
 use thiserror::Error;
@@ -24,6 +38,20 @@ use crate::sink::{Settled, Sink};
 
 /// Bytes read per system call.
 const READ_CHUNK: usize = 1024 * 1024;
+
+/// Longest time the checkpoint waits to be written after acknowledgements advanced it while the
+/// file is being read: the bound on what a SIGKILL makes it send again. One write (a temporary
+/// file, synced, renamed) per interval at most, never one per record. (While the producer waits
+/// for the file to grow it writes as soon as acknowledgements come in: at most once per chunk
+/// sealed after a read.)
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Acknowledged records after which the checkpoint is written without waiting for
+/// [`CHECKPOINT_INTERVAL`] (when Kafka acknowledges faster than this every 100 ms).
+pub const CHECKPOINT_EVERY_RECORDS: u64 = 10_000;
+
+/// How long a poll wait sleeps between checks for shutdown.
+const WAIT_STEP: Duration = Duration::from_millis(50);
 
 /// `--follow` cannot run.
 #[derive(Debug, Error)]
@@ -149,18 +177,21 @@ pub fn run(
         config.shutdown_timeout,
         config.max_logged_errors,
     );
-    let mut committer = Committer {
-        path: checkpoint_path,
-        last: None,
-        stuck: false,
-        allowed: None,
-    };
+    let mut committer = Committer::new(checkpoint_path);
     let mut buf = vec![0u8; READ_CHUNK];
     let origin = path.display().to_string();
     while !shutdown.is_cancelled() {
         let n = tail.read_more(&mut buf).map_err(io_err)?;
         if n > 0 {
-            let seen = consume(&mut tail, &buf[..n], &mut d, &origin, config, false);
+            let seen = consume(
+                &mut tail,
+                &buf[..n],
+                &mut d,
+                &mut committer,
+                &origin,
+                config,
+                false,
+            );
             if seen.interrupted {
                 d.report.undelivered += 1;
                 committer.hold(
@@ -175,12 +206,12 @@ pub fn run(
             }
             d.seal(tail.mark());
             d.retire_settled(|m, s| committer.done(m, s));
-            committer.store();
+            committer.store_due();
             continue;
         }
         // At the end of the file: rotated, truncated, or just no new data yet?
         if tail.rotated {
-            if !finish_rotated(&mut tail, &mut d, &origin, config) {
+            if !finish_rotated(&mut tail, &mut d, &mut committer, &origin, config) {
                 d.report.undelivered += 1;
                 committer.hold(
                     d.pending_chunks(),
@@ -194,7 +225,13 @@ pub fn run(
                 match Tail::open(path, 0, 1, 0) {
                     Ok(t) => break tail = t,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        if wait(shutdown, config.follow_poll_interval) {
+                        committer.store();
+                        if wait_acknowledged(
+                            shutdown,
+                            &mut d,
+                            &mut committer,
+                            config.follow_poll_interval,
+                        ) {
                             break;
                         }
                     }
@@ -230,7 +267,12 @@ pub fn run(
         }
         d.retire_settled(|m, s| committer.done(m, s));
         committer.store();
-        wait(shutdown, config.follow_poll_interval);
+        wait_acknowledged(
+            shutdown,
+            &mut d,
+            &mut committer,
+            config.follow_poll_interval,
+        );
     }
     if !tail.pending.is_empty() {
         tracing::info!(
@@ -238,9 +280,41 @@ pub fn run(
             "a partial last line stays unread until its newline arrives"
         );
     }
-    d.drain(tail.mark(), |m, s| committer.done(m, s));
+    d.drain(tail.mark(), |m, s| {
+        committer.done(m, s);
+        committer.store_due();
+    });
     committer.store();
     Ok(d.report.clone())
+}
+
+/// Sleeps `interval` unless shutdown comes, meanwhile retiring the chunks Kafka acknowledges and
+/// writing the checkpoint as soon as they advance it ([`Committer::store_idle`]); true when
+/// shutdown came.
+fn wait_acknowledged(
+    shutdown: &CancellationToken,
+    d: &mut Dispatcher<Mark>,
+    committer: &mut Committer,
+    interval: Duration,
+) -> bool {
+    let end = Instant::now() + interval;
+    loop {
+        d.retire_settled(|m, s| committer.done(m, s));
+        committer.store_idle();
+        if shutdown.is_cancelled() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        let mut until = end.min(now + WAIT_STEP);
+        // Only after a failed write: its retry.
+        if let Some(due) = committer.due_at() {
+            until = until.min(due.max(now));
+        }
+        d.wait_oldest(until);
+    }
 }
 
 /// Sleeps `d` unless shutdown comes; true when it came.
@@ -329,6 +403,7 @@ fn find_by_id(path: &Path, id: FileId) -> Option<PathBuf> {
 fn finish_rotated(
     tail: &mut Tail,
     d: &mut Dispatcher<Mark>,
+    committer: &mut Committer,
     origin: &str,
     config: &ProducerConfig,
 ) -> bool {
@@ -337,9 +412,13 @@ fn finish_rotated(
         match tail.read_more(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if consume(tail, &buf[..n], d, origin, config, false).interrupted {
+                if consume(tail, &buf[..n], d, committer, origin, config, false).interrupted {
                     return false;
                 }
+                // The checkpoint may point into the rotated file: a restart finishes it first.
+                d.seal(tail.mark());
+                d.retire_settled(|m, s| committer.done(m, s));
+                committer.store_due();
             }
             Err(e) => {
                 tracing::error!(file = %tail.path.display(), error = %e, "cannot finish the rotated file");
@@ -347,7 +426,7 @@ fn finish_rotated(
             }
         }
     }
-    !consume(tail, &[], d, origin, config, true).interrupted
+    !consume(tail, &[], d, committer, origin, config, true).interrupted
 }
 
 /// What [`consume`] saw.
@@ -360,11 +439,13 @@ struct Consumed {
 }
 
 /// Feeds `data` after the pending bytes: sends every complete line (and the partial rest when
-/// `last`).
+/// `last`). Chunks acknowledged while a record waits for room in the queue advance the
+/// checkpoint.
 fn consume(
     tail: &mut Tail,
     mut data: &[u8],
     d: &mut Dispatcher<Mark>,
+    committer: &mut Committer,
     origin: &str,
     config: &ProducerConfig,
     last: bool,
@@ -427,7 +508,11 @@ fn consume(
             records += 1;
             match item {
                 Ok(r) => {
-                    if d.send(origin, r.position.line, &r.record) == Enqueue::Interrupted {
+                    let done = |m: Mark, s: Settled| {
+                        committer.done(m, s);
+                        committer.store_due();
+                    };
+                    if d.send(origin, r.position.line, &r.record, done) == Enqueue::Interrupted {
                         seen.interrupted = true;
                     }
                 }
@@ -449,16 +534,40 @@ fn memchr_newline(data: &[u8]) -> Option<usize> {
     data.iter().position(|&b| b == b'\n')
 }
 
-/// Writes the checkpoint for the newest mark whose chunk and all before it were acknowledged.
+/// Writes the checkpoint for the newest mark whose chunk and all before it were acknowledged:
+/// when asked ([`Committer::store`]), or throttled as acknowledgements advance it
+/// ([`Committer::store_due`]).
 struct Committer {
     path: PathBuf,
-    last: Option<(Mark, bool)>,
+    /// The newest mark whose chunk and all before it were acknowledged.
+    last: Option<Mark>,
+    /// `last` is not written yet.
+    dirty: bool,
+    /// When a write was last tried.
+    written_at: Option<Instant>,
+    /// Records acknowledged since then.
+    acknowledged: u64,
+    /// The last write failed.
+    failing: bool,
     stuck: bool,
     /// After [`Committer::hold`]: how many more chunks may still advance the checkpoint.
     allowed: Option<usize>,
 }
 
 impl Committer {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            last: None,
+            dirty: false,
+            written_at: None,
+            acknowledged: 0,
+            failing: false,
+            stuck: false,
+            allowed: None,
+        }
+    }
+
     fn done(&mut self, mark: Mark, settled: Settled) {
         if let Some(n) = &mut self.allowed {
             if *n == 0 {
@@ -480,7 +589,9 @@ impl Committer {
             );
             return;
         }
-        self.last = Some((mark, false));
+        self.last = Some(mark);
+        self.dirty = true;
+        self.acknowledged += settled.delivered;
     }
 
     /// Stops advancing the checkpoint after the `pending` chunks already sealed: records after
@@ -490,22 +601,206 @@ impl Committer {
         self.allowed = Some(pending);
     }
 
+    /// When the advanced checkpoint is due to be written: [`CHECKPOINT_INTERVAL`] after the
+    /// last write, or now once [`CHECKPOINT_EVERY_RECORDS`] were acknowledged since (or before
+    /// the first write); `None` when there is nothing new to write.
+    fn due_at(&self) -> Option<Instant> {
+        if !self.dirty {
+            return None;
+        }
+        match self.written_at {
+            Some(at) if self.acknowledged < CHECKPOINT_EVERY_RECORDS => {
+                Some(at + CHECKPOINT_INTERVAL)
+            }
+            _ => Some(Instant::now()),
+        }
+    }
+
+    /// Writes the advanced checkpoint when it is due ([`Committer::due_at`]).
+    fn store_due(&mut self) {
+        if self.due_at().is_some_and(|due| due <= Instant::now()) {
+            self.store();
+        }
+    }
+
+    /// Writes the advanced checkpoint now, while the producer waits for the file to grow (no
+    /// reading to slow down); after a failed write, only once the interval passed.
+    fn store_idle(&mut self) {
+        if self.failing {
+            self.store_due();
+        } else {
+            self.store();
+        }
+    }
+
+    /// Writes the advanced checkpoint now.
     fn store(&mut self) {
-        let Some((mark, stored)) = &mut self.last else {
-            return;
-        };
-        if *stored {
+        if !self.dirty {
             return;
         }
+        let Some(mark) = &self.last else {
+            return;
+        };
+        // Counted as a write even when it fails: the next try waits for the interval.
+        self.written_at = Some(Instant::now());
+        self.acknowledged = 0;
         let result = Checkpoint::at(&mark.file, mark.id, mark.offset, mark.line, mark.index)
             .map_err(|source| CheckpointError::Io {
                 path: self.path.clone(),
                 source,
             })
             .and_then(|c| c.store(&self.path));
+        self.failing = result.is_err();
         match result {
-            Ok(()) => *stored = true,
+            Ok(()) => self.dirty = false,
             Err(e) => tracing::error!(error = %e, "cannot write the checkpoint"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(file: &Arc<File>, offset: u64) -> Mark {
+        Mark {
+            file: Arc::clone(file),
+            id: FileId::of(&file.metadata().unwrap()),
+            offset,
+            line: offset / 10 + 1,
+            index: offset / 10,
+        }
+    }
+
+    fn acknowledged(records: u64) -> Settled {
+        Settled {
+            enqueued: records,
+            delivered: records,
+            ..Settled::default()
+        }
+    }
+
+    fn stored_offset(path: &Path) -> Option<u64> {
+        Checkpoint::load(path).unwrap().map(|c| c.offset)
+    }
+
+    /// A log of 10-byte lines and a committer writing next to it.
+    fn setup() -> (tempfile::TempDir, Arc<File>, Committer, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "123456789\n".repeat(100_000)).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
+        let ck = dir.path().join("app.log.checkpoint");
+        (dir, file, Committer::new(ck.clone()), ck)
+    }
+
+    #[test]
+    fn acknowledgements_are_written_at_most_every_interval_and_all_of_them_in_the_end() {
+        let (_dir, file, mut c, ck) = setup();
+        // The first acknowledgement is written at once.
+        c.done(mark(&file, 100), acknowledged(10));
+        c.store_due();
+        assert_eq!(stored_offset(&ck), Some(100));
+        // The next ones wait for the interval...
+        let written = Instant::now();
+        c.done(mark(&file, 200), acknowledged(10));
+        c.store_due();
+        c.done(mark(&file, 300), acknowledged(10));
+        c.store_due();
+        if written.elapsed() < CHECKPOINT_INTERVAL {
+            assert_eq!(stored_offset(&ck), Some(100), "throttled");
+        }
+        let due = c.due_at().expect("a write is due");
+        assert!(
+            due <= written + CHECKPOINT_INTERVAL,
+            "due within the interval"
+        );
+        // ...and are written once it passed, the newest mark only.
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        c.store_due();
+        assert_eq!(stored_offset(&ck), Some(300));
+        assert_eq!(c.due_at(), None, "nothing left to write");
+        // An explicit store (before a poll wait, at shutdown) is not throttled.
+        c.done(mark(&file, 400), acknowledged(10));
+        c.store();
+        assert_eq!(stored_offset(&ck), Some(400));
+    }
+
+    #[test]
+    fn many_acknowledged_records_are_written_without_waiting_for_the_interval() {
+        let (_dir, file, mut c, ck) = setup();
+        c.done(mark(&file, 100), acknowledged(10));
+        c.store_due();
+        let written = Instant::now();
+        c.done(
+            mark(&file, 200),
+            acknowledged(CHECKPOINT_EVERY_RECORDS - 11),
+        );
+        c.store_due();
+        if written.elapsed() < CHECKPOINT_INTERVAL {
+            assert_eq!(
+                stored_offset(&ck),
+                Some(100),
+                "throttled below the record count"
+            );
+        }
+        c.done(mark(&file, 300), acknowledged(11));
+        c.store_due();
+        assert_eq!(stored_offset(&ck), Some(300));
+    }
+
+    #[test]
+    fn the_checkpoint_never_passes_records_that_failed() {
+        let (_dir, file, mut c, ck) = setup();
+        c.done(mark(&file, 100), acknowledged(10));
+        c.done(
+            mark(&file, 200),
+            Settled {
+                enqueued: 10,
+                delivered: 9,
+                failed: 1,
+                ..Settled::default()
+            },
+        );
+        c.done(mark(&file, 300), acknowledged(CHECKPOINT_EVERY_RECORDS));
+        c.store_due();
+        c.store();
+        assert_eq!(stored_offset(&ck), Some(100));
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_after_the_interval_not_in_a_busy_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "123456789\n".repeat(100)).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
+        // The checkpoint's folder does not exist: every write fails.
+        let mut c = Committer::new(dir.path().join("missing").join("ck"));
+        c.done(mark(&file, 100), acknowledged(CHECKPOINT_EVERY_RECORDS));
+        let tried = Instant::now();
+        c.store_due();
+        let due = c.due_at().expect("still to be written");
+        assert!(
+            due >= tried + CHECKPOINT_INTERVAL,
+            "retried after the interval"
+        );
+        let before = c.written_at;
+        c.store_idle();
+        if tried.elapsed() < CHECKPOINT_INTERVAL {
+            assert_eq!(
+                c.written_at, before,
+                "an idle wait does not retry at once either"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idle_producer_writes_acknowledgements_at_once() {
+        let (_dir, file, mut c, ck) = setup();
+        c.done(mark(&file, 100), acknowledged(10));
+        c.store_due();
+        c.done(mark(&file, 200), acknowledged(10));
+        c.store_idle();
+        assert_eq!(stored_offset(&ck), Some(200));
     }
 }

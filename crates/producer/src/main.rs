@@ -213,7 +213,7 @@ async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
         ProducerConfig::KNOWN_FLAGS,
         &flags,
     )
-        .context("cannot register metrics")?;
+    .context("cannot register metrics")?;
     let metrics = Arc::new(
         Metrics::register(&registry, config.feature_enhanced_metrics)
             .context("cannot register metrics")?,
