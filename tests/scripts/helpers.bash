@@ -13,10 +13,13 @@ export DEPLOY_ENV=local RUNTIME=local
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # pick_ports — exports the ports of one pipeline: a random base whose every port is free.
+# The bases stay below Linux's ephemeral range (32768 and up): a port there can be the local
+# end of a client connection in TIME-WAIT (the suites before these make thousands), and
+# binding it then fails with "address already in use" although nothing listens on it.
 pick_ports() {
   local base p ok
   for _ in $(seq 1 50); do
-    base=$((20000 + (RANDOM % 300) * 100))
+    base=$((20000 + (RANDOM % 125) * 100))
     ok=1
     for p in 0 2 3 4 10 11 12 110 111 210 211; do port_free $((base + p)) || { ok=0; break; }; done
     if [[ "$ok" == 1 ]]; then
