@@ -35,7 +35,7 @@ value() {
 criterion() {
   local f="$CARGO_TARGET_DIR/criterion/$1/new/estimates.json" n="$2"
   [[ -f "$f" ]] || { echo "n/a"; return; }
-  python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print(f"{int(sys.argv[2])/(e["mean"]["point_estimate"]/1e9):.0f}")' "$f" "$n"
+  python3 -c 'import json,sys; e=json.load(open(sys.argv[1])); print("%.0f" % (int(sys.argv[2]) / (e["mean"]["point_estimate"] / 1e9)))' "$f" "$n"
 }
 
 chart() {
@@ -72,9 +72,9 @@ main() {
   done
   [[ "$records" =~ ^[0-9]+$ ]] || { log "--records must be a number"; exit 2; }
   tools_env
-  local work
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
+  WORK_DIR="$(mktemp -d)"
+  trap 'rm -rf "$WORK_DIR"' EXIT
+  local work="$WORK_DIR"
   mkdir -p "$(dirname "$out")"
 
   log "schema benchmarks (criterion)"
