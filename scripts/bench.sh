@@ -26,9 +26,18 @@ log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
 # shellcheck source=scripts/lib/tools.sh
 source "$ROOT/scripts/lib/tools.sh"
 
-# value FILE LABEL — the first number after LABEL in a results file.
+# value FILE LABEL — the last number after LABEL (a fixed string) on its first line in FILE (the
+# rate, on lines like "raw baseline:   2.45 s, 408003 records/s").
 value() {
-  grep -m1 -F "$2" "$1" | sed -E "s/.*$2[^0-9]*([0-9][0-9.]*).*/\\1/" || true
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+path, label = sys.argv[1], sys.argv[2]
+for line in open(path, encoding="utf-8", errors="replace"):
+    if label in line:
+        numbers = re.findall(r"[0-9][0-9.]*", line.split(label, 1)[1])
+        print(numbers[-1] if numbers else "")
+        break
+PY
 }
 
 # criterion RESULTS NAME — throughput (elements/s) of one criterion benchmark, from its JSON.
