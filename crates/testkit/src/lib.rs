@@ -1,5 +1,6 @@
 //! Test harness of the log pipeline.
 
+pub mod binaries;
 pub mod broker;
 pub mod gen;
 pub mod loki;

@@ -12,20 +12,8 @@ use testkit::prometheus::PrometheusError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A `producer` or `consumer` binary is not where the tests look for it.
-    #[error(
-        "{binary} binary not found at {path} ({how}): run `cargo build --bins` first \
-         (scripts/test.sh runs `cargo nextest run --workspace`, which builds it), or set {env}"
-    )]
-    BinaryNotFound {
-        /// `producer` or `consumer`.
-        binary: &'static str,
-        /// Where it was looked for.
-        path: String,
-        /// How that path was chosen.
-        how: &'static str,
-        /// The environment variable that overrides the path.
-        env: &'static str,
-    },
+    #[error(transparent)]
+    BinaryNotFound(#[from] testkit::binaries::BinaryNotFound),
     /// A file, socket or process operation failed.
     #[error("{action}: {source}")]
     Io {

@@ -1,23 +1,13 @@
 //! The one error type of the helpers: what was being done and why it failed.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// A helper could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A product binary is not where it was looked for.
-    #[error("the `{name}` binary is not at {path} ({how}): run `cargo build --bins` first, or set {env}")]
-    BinaryMissing {
-        /// The binary's name.
-        name: String,
-        /// Where it was looked for.
-        path: PathBuf,
-        /// How that place was found.
-        how: String,
-        /// The variable that overrides the place.
-        env: String,
-    },
+    #[error(transparent)]
+    BinaryMissing(#[from] testkit::binaries::BinaryNotFound),
     /// A file, socket or process operation failed.
     #[error("{action}: {source}")]
     Io {
