@@ -37,18 +37,34 @@ pub struct Batch {
     /// Kafka timestamp (ms) of the oldest message, for the end-to-end latency metric.
     pub oldest_kafka_ms: Option<i64>,
     started: Instant,
+    /// When the batch must be pushed: the maximum wait after its oldest record's Kafka
+    /// timestamp, at least half the wait after it opened (see [`Batcher::add`]).
+    due: Instant,
 }
 
 impl Batch {
-    fn new(labels: Arc<str>) -> Self {
+    fn new(labels: Arc<str>, max_wait: Duration) -> Self {
+        let started = Instant::now();
         Self {
             labels,
             entries: Vec::new(),
             held: Vec::new(),
             bytes: 0,
             oldest_kafka_ms: None,
-            started: Instant::now(),
+            started,
+            due: started + max_wait,
         }
+    }
+
+    /// Brings the due time forward for a record produced `age` ago: the maximum wait counts
+    /// from production (the Kafka timestamp), so time spent in the producer's linger and in
+    /// the broker's fetch wait is not added on top of it. It never comes earlier than half
+    /// the wait after the batch opened, so a backlog of old records (catching up, or a
+    /// producer clock behind ours) still leaves the batches time to fill.
+    fn due_for_age(&mut self, age: Duration, max_wait: Duration) {
+        let by_production = self.started + max_wait.saturating_sub(age);
+        let floor = self.started + max_wait / 2;
+        self.due = self.due.min(by_production.max(floor));
     }
 
     /// Number of entries.
@@ -115,12 +131,13 @@ impl Batcher {
         kafka_ms: Option<i64>,
     ) -> Option<Batch> {
         let size = entry_size(&entry);
+        let max_wait = self.max_wait;
         let batch = match self.open.get_mut(labels) {
             Some(b) => b,
             None => self
                 .open
                 .entry(labels.clone())
-                .or_insert_with(|| Batch::new(labels.clone())),
+                .or_insert_with(|| Batch::new(labels.clone(), max_wait)),
         };
         // A single entry bigger than the byte limit still goes out alone.
         batch.entries.push(entry);
@@ -129,7 +146,10 @@ impl Batcher {
         self.pending_records += 1;
         self.pending_bytes += size;
         if let Some(ts) = kafka_ms {
-            batch.oldest_kafka_ms = Some(batch.oldest_kafka_ms.map_or(ts, |o| o.min(ts)));
+            if batch.oldest_kafka_ms.is_none_or(|o| ts < o) {
+                batch.oldest_kafka_ms = Some(ts);
+                batch.due_for_age(age_of(ts), max_wait);
+            }
         }
         if batch.entries.len() >= self.max_records || batch.bytes >= self.max_bytes {
             return self.remove(labels);
@@ -174,12 +194,14 @@ impl Batcher {
         Some(batch)
     }
 
-    /// Removes and returns batches whose oldest entry waited at least the maximum wait.
+    /// Removes and returns the batches that are due: their oldest record was produced at
+    /// least the maximum wait ago (or, without a Kafka timestamp, the batch opened that long
+    /// ago).
     pub fn take_aged(&mut self, now: Instant) -> Vec<Batch> {
         let aged: Vec<Arc<str>> = self
             .open
             .iter()
-            .filter(|(_, b)| now.duration_since(b.started) >= self.max_wait)
+            .filter(|(_, b)| now >= b.due)
             .map(|(k, _)| k.clone())
             .collect();
         aged.iter().filter_map(|k| self.remove(k)).collect()
@@ -194,8 +216,16 @@ impl Batcher {
 
     /// When the oldest open batch becomes due, if any.
     pub fn next_due(&self) -> Option<Instant> {
-        self.open.values().map(|b| b.started + self.max_wait).min()
+        self.open.values().map(|b| b.due).min()
     }
+}
+
+/// How long ago a Kafka timestamp (ms since the epoch) was; zero for one in the future.
+fn age_of(kafka_ms: i64) -> Duration {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Duration::from_millis(now_ms.saturating_sub(kafka_ms).max(0) as u64)
 }
 
 #[cfg(test)]
@@ -299,9 +329,76 @@ mod tests {
         assert!(b.next_due().is_none());
     }
 
+    fn ms_ago(ago: u64) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as i64;
+        now - ago as i64
+    }
+
+    #[test]
+    fn the_wait_counts_from_the_kafka_timestamp_of_the_oldest_record() {
+        let wait = Duration::from_secs(10);
+        let mut b = Batcher::new(100, 1 << 20, wait);
+        let a: Arc<str> = Arc::from("{}");
+        let opened = Instant::now();
+        b.add(&a, e(1, "x"), h(0), Some(ms_ago(3_000)));
+        let due = b.next_due().expect("a batch is open");
+        // Produced 3 s before it was read: due about 7 s after it opened, not 10.
+        assert!(due <= opened + Duration::from_secs(7) + Duration::from_millis(50));
+        assert!(due >= opened + Duration::from_millis(6_900));
+        assert!(b
+            .take_aged(opened + Duration::from_millis(6_500))
+            .is_empty());
+        assert_eq!(b.take_aged(opened + Duration::from_millis(7_100)).len(), 1);
+    }
+
+    #[test]
+    fn an_older_record_joining_a_batch_brings_it_forward_and_a_newer_one_does_not() {
+        let wait = Duration::from_secs(10);
+        let mut b = Batcher::new(100, 1 << 20, wait);
+        let a: Arc<str> = Arc::from("{}");
+        let opened = Instant::now();
+        b.add(&a, e(1, "x"), h(0), Some(ms_ago(0)));
+        let first = b.next_due().expect("open");
+        assert!(first >= opened + Duration::from_millis(9_900));
+        b.add(&a, e(2, "x"), h(1), Some(ms_ago(0) + 5_000));
+        assert_eq!(b.next_due(), Some(first), "a newer record changes nothing");
+        b.add(&a, e(3, "x"), h(2), Some(ms_ago(2_000)));
+        let second = b.next_due().expect("open");
+        assert!(second < first);
+        assert!(second <= opened + Duration::from_millis(8_050));
+    }
+
+    #[test]
+    fn old_or_future_timestamps_keep_the_wait_between_half_and_all_of_it() {
+        let wait = Duration::from_secs(10);
+        let a: Arc<str> = Arc::from("{}");
+        // A backlog (or a producer clock far behind): half the wait, so batches still fill.
+        let mut b = Batcher::new(100, 1 << 20, wait);
+        let opened = Instant::now();
+        b.add(&a, e(1, "x"), h(0), Some(ms_ago(3_600_000)));
+        let due = b.next_due().expect("open");
+        assert!(due >= opened + Duration::from_secs(5));
+        assert!(due <= opened + Duration::from_millis(5_050));
+        // A producer clock ahead of ours: never longer than the wait.
+        let mut b = Batcher::new(100, 1 << 20, wait);
+        let opened = Instant::now();
+        b.add(&a, e(1, "x"), h(0), Some(ms_ago(0) + 3_600_000));
+        let due = b.next_due().expect("open");
+        assert!(due <= opened + wait + Duration::from_millis(50));
+        // No timestamp at all: the wait from when the batch opened.
+        let mut b = Batcher::new(100, 1 << 20, wait);
+        let opened = Instant::now();
+        b.add(&a, e(1, "x"), h(0), None);
+        let due = b.next_due().expect("open");
+        assert!(due >= opened + wait && due <= opened + wait + Duration::from_millis(50));
+    }
+
     #[test]
     fn sorting_keeps_positions_aligned_and_equal_timestamps_stable() {
-        let mut batch = Batch::new(Arc::from("{}"));
+        let mut batch = Batch::new(Arc::from("{}"), Duration::from_secs(1));
         for (ts, line, off) in [(3, "c", 0), (1, "a1", 1), (2, "b", 2), (1, "a2", 3)] {
             batch.entries.push(e(ts, line));
             batch.held.push(h(off));

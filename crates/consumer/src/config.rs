@@ -107,7 +107,8 @@ pub struct ConsumerConfig {
     pub batch_max_bytes: usize,
     /// Flush a stream's batch at this many records. Default 10000.
     pub batch_max_records: usize,
-    /// Flush a stream's batch when its oldest record waited this long. Default `1s`.
+    /// Flush a stream's batch when its oldest record was produced this long ago (Kafka
+    /// timestamp), at least half of it after the batch opened and at most all of it. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub batch_max_wait: Duration,
     /// Pushes in flight at once. Default 4.

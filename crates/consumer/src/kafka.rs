@@ -203,6 +203,12 @@ pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
         .set("client.id", "logpipe-consumer");
+    apply_extra_properties(&mut c, config);
+    c
+}
+
+/// `KAFKA_EXTRA_PROPERTIES` and the SASL password, over whatever was set before.
+fn apply_extra_properties(c: &mut ClientConfig, config: &ConsumerConfig) {
     for p in &config.kafka_extra_properties {
         if let Some((k, v)) = p.split_once('=') {
             c.set(k.trim(), v.trim());
@@ -211,7 +217,6 @@ pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
     if !config.kafka_sasl_password.is_empty() {
         c.set("sasl.password", config.kafka_sasl_password.expose());
     }
-    c
 }
 
 /// Creates the group consumer and subscribes it, after checking both topics exist.
@@ -219,7 +224,28 @@ pub fn create_consumer(
     config: &ConsumerConfig,
     metrics: Metrics,
 ) -> Result<LogConsumer, KafkaSetupError> {
-    let mut c = base_client_config(config);
+    let c = consumer_client_config(config);
+    let consumer: LogConsumer =
+        c.create_with_context(PipelineContext::new(&config.kafka_topic, metrics))?;
+    for topic in [&config.kafka_topic, &config.kafka_dlq_topic] {
+        check_topic(&consumer, topic, &config.kafka_bootstrap_servers)?;
+    }
+    consumer.subscribe(&[&config.kafka_topic])?;
+    Ok(consumer)
+}
+
+/// The group consumer's librdkafka settings: fetch tuning that `KAFKA_EXTRA_PROPERTIES` may
+/// override, then the extra properties, then what delivery depends on, which wins.
+fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
+        .set("client.id", "logpipe-consumer")
+        // Fetch tuning, which KAFKA_EXTRA_PROPERTIES may override. Bound librdkafka's own
+        // prefetch so memory follows our buffer settings.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "8388608");
+    apply_extra_properties(&mut c, config);
+    // What delivery depends on wins over the extra properties.
     c.set("group.id", &config.kafka_group_id)
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
@@ -246,9 +272,6 @@ pub fn create_consumer(
             "statistics.interval.ms",
             config.lag_interval.as_millis().max(100).to_string(),
         )
-        // Bound librdkafka's own prefetch so memory follows our buffer settings.
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.max.bytes", "8388608")
         .set(
             "partition.assignment.strategy",
             if config.feature_new_consumer {
@@ -257,13 +280,7 @@ pub fn create_consumer(
                 "range"
             },
         );
-    let consumer: LogConsumer =
-        c.create_with_context(PipelineContext::new(&config.kafka_topic, metrics))?;
-    for topic in [&config.kafka_topic, &config.kafka_dlq_topic] {
-        check_topic(&consumer, topic, &config.kafka_bootstrap_servers)?;
-    }
-    consumer.subscribe(&[&config.kafka_topic])?;
-    Ok(consumer)
+    c
 }
 
 fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(), KafkaSetupError> {
@@ -279,5 +296,31 @@ fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(),
             topic.to_owned(),
             servers.to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_properties_tune_fetching_but_cannot_change_how_offsets_are_stored() {
+        let config = ConsumerConfig {
+            kafka_extra_properties: vec![
+                "queued.max.messages.kbytes=4096".into(),
+                "fetch.wait.max.ms = 100".into(),
+                "enable.auto.offset.store=true".into(),
+                "group.id=someone-else".into(),
+            ],
+            ..ConsumerConfig::default()
+        };
+        let c = consumer_client_config(&config);
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("group.id"), Some(config.kafka_group_id.as_str()));
+        let defaults = consumer_client_config(&ConsumerConfig::default());
+        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(defaults.get("fetch.wait.max.ms"), None);
     }
 }

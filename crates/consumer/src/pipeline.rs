@@ -157,7 +157,8 @@ impl Pipeline {
     /// shutdown timeout), commits what was delivered and leaves the group.
     pub async fn run(mut self, shutdown: CancellationToken) -> Summary {
         let consumer = self.consumer.clone();
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        // The tick is how late an aged batch can be pushed beyond its due time.
+        let mut tick = tokio::time::interval(Duration::from_millis(25));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

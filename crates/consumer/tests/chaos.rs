@@ -627,9 +627,11 @@ async fn failing_offset_commits_never_commit_past_undelivered_data_and_recover_o
     drop(producer);
 
     // Every offset commit fails for a while, with the errors a coordinator moving or
-    // overloaded gives.
+    // overloaded gives (librdkafka retries those inside, so an attempt may never surface)
+    // and one it gives up on at once, so the consumer's own failure path runs every time.
     let errors: Vec<RDKafkaRespErr> = [
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
         RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
     ]

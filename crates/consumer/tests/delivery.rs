@@ -250,12 +250,27 @@ async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tell
     config.buffer_max_records = 500;
     config.batch_max_records = 100;
     let app = spawn_app(config);
+    // At the bound reading just stops; the partitions are paused (which costs a re-fetch on
+    // resume) only once the buffer stayed full for PAUSE_AFTER (5 s).
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            app.metric("consumer_buffered_records", &[]) >= 500.0
+        })
+        .await,
+        "the buffer fills while the receiver is down: {} held",
+        app.metric("consumer_buffered_records", &[])
+    );
+    assert_eq!(
+        app.metric("consumer_paused", &[]),
+        0.0,
+        "not paused the moment the buffer is full"
+    );
     assert!(
         wait_until(Duration::from_secs(20), || async {
             app.metric("consumer_paused", &[]) == 1.0
         })
         .await,
-        "consumption pauses when the buffer is full"
+        "consumption pauses when the buffer stays full"
     );
     let held = app.metric("consumer_buffered_records", &[]);
     assert!(held <= 500.0 + 100.0, "held {held}");
