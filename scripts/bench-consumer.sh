@@ -125,7 +125,9 @@ load() { # load FILE [producer args...]: into the topic, through the producer se
 
 start_consumer() {
   CONSUMER_PORT=$(free_port)
-  start consumer env KAFKA_BOOTSTRAP_SERVERS="$KAFKA" KAFKA_TOPIC=bench KAFKA_DLQ_TOPIC=bench-dlq \
+  # MALLOC_ARENA_MAX as the consumer image sets it (crates/consumer/Dockerfile).
+  start consumer env MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
+    KAFKA_BOOTSTRAP_SERVERS="$KAFKA" KAFKA_TOPIC=bench KAFKA_DLQ_TOPIC=bench-dlq \
     KAFKA_GROUP_ID=bench LOKI_URL="http://127.0.0.1:$LOKI_PORT" \
     HTTP_LISTEN="127.0.0.1:$CONSUMER_PORT" LOG_FORMAT=json LOG_LEVEL=warn "$TARGET/consumer" run
   CONSUMER_PID=$LAST_PID

@@ -150,7 +150,9 @@ up() {
     --storage.tsdb.path "$RUN/prometheus-data" \
     --web.listen-address "127.0.0.1:$PROMETHEUS_PORT"
   export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" LOG_FORMAT=text ENVIRONMENT=local
-  HTTP_LISTEN="127.0.0.1:$CONSUMER_PORT" LOKI_URL="$loki_url" start consumer "$bin/consumer" run
+  # MALLOC_ARENA_MAX as the consumer image sets it (crates/consumer/Dockerfile).
+  MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" HTTP_LISTEN="127.0.0.1:$CONSUMER_PORT" \
+    LOKI_URL="$loki_url" start consumer "$bin/consumer" run
   HTTP_LISTEN="127.0.0.1:$PRODUCER_PORT" start producer "$bin/producer" run \
     --input "$ROOT/logs.json" --loop --rate "$RATE"
   wait_http consumer "http://127.0.0.1:$CONSUMER_PORT/readyz" 60

@@ -164,8 +164,8 @@ impl Metrics {
         // Fine around the default 1 s batch wait, where an age-flushed push lands, so the p99
         // is measurable against "batch wait + 100 ms".
         let seconds = vec![
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 2.5,
-            5.0, 10.0, 30.0, 60.0,
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.025, 1.05, 1.075, 1.1, 1.25,
+            1.5, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let m = Self {
             registry: r.clone(),

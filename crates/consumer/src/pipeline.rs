@@ -158,7 +158,7 @@ impl Pipeline {
     pub async fn run(mut self, shutdown: CancellationToken) -> Summary {
         let consumer = self.consumer.clone();
         // The tick is how late an aged batch can be pushed beyond its due time.
-        let mut tick = tokio::time::interval(Duration::from_millis(25));
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
