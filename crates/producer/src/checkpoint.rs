@@ -8,8 +8,9 @@
 //! reading at most every 100 ms (or every 10,000 acknowledged records), while waiting for the
 //! file to grow as soon as they come in, and at shutdown
 //! ([`crate::follow::CHECKPOINT_INTERVAL`]), never once per record. After a SIGKILL the records
-//! after the last write are read and sent again (at-least-once); after SIGTERM/SIGINT, nothing
-//! is.
+//! after the last write are read again, and those Kafka already stored (found from the
+//! partitions' offsets the checkpoint carries, [`crate::resume`]) are not sent again; after
+//! SIGTERM/SIGINT nothing is read again.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -81,6 +82,12 @@ pub struct Checkpoint {
     pub fingerprint_len: u64,
     /// FNV-1a 64 hash of the leading bytes, in hex.
     pub fingerprint: String,
+    /// Per partition of the topic, an offset at or before the first message of any record
+    /// after `offset`: where a restart after a crash looks for records Kafka stored after this
+    /// checkpoint was written ([`crate::resume`]). Empty in checkpoints of earlier versions
+    /// (which then resume at-least-once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka_from: Vec<crate::resume::PartitionOffset>,
 }
 
 impl Checkpoint {
@@ -105,7 +112,14 @@ impl Checkpoint {
             index,
             fingerprint_len: len,
             fingerprint,
+            kafka_from: Vec::new(),
         })
+    }
+
+    /// The same checkpoint with the partitions' offsets of [`Checkpoint::kafka_from`].
+    pub fn with_kafka_from(mut self, offsets: &[crate::resume::PartitionOffset]) -> Self {
+        self.kafka_from = offsets.to_vec();
+        self
     }
 
     /// True when `file`'s leading bytes still match the fingerprint (it was not replaced by a

@@ -10,14 +10,13 @@
 //! first; while the producer waits for the file to grow, before the wait and as soon as
 //! acknowledgements come in; and at shutdown once the in-flight records settled.
 //!
-//! Delivery is therefore **at-least-once across crashes**: a SIGKILL (or a crash, or power loss)
-//! between an acknowledgement and the next checkpoint write cannot be made exactly-once without
-//! transactional output. The restart reads again what follows the last checkpoint written: the
-//! records Kafka acknowledged since that write (at most about 100 ms worth) and the records
-//! still in flight, which Kafka may have stored too. Loki drops exact duplicates (same stream,
-//! timestamp and line), so they do not show twice in queries. A SIGTERM/SIGINT stop writes the
-//! checkpoint after every in-flight record settled (within `SHUTDOWN_TIMEOUT`), so its restart
-//! re-reads nothing.
+//! A SIGKILL (or a crash, or power loss) between an acknowledgement and the next checkpoint
+//! write leaves records after the checkpoint that Kafka stored: the ones acknowledged since that
+//! write (at most about 100 ms worth) and some still in flight. Each checkpoint also carries the
+//! topic's high watermarks read before the records after it were sent, and the restart skips the
+//! records it finds stored from there on ([`crate::resume`]); when it cannot look, it sends them
+//! again (at-least-once). A SIGTERM/SIGINT stop writes the checkpoint after every in-flight
+//! record settled (within `SHUTDOWN_TIMEOUT`), so its restart re-reads nothing.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
@@ -34,6 +33,7 @@ use crate::chunk::{Dispatcher, Enqueue};
 use crate::config::ProducerConfig;
 use crate::metrics::Metrics;
 use crate::report::Report;
+use crate::resume::{AlreadySent, PartitionOffset, Watermarks};
 use crate::sink::{Settled, Sink};
 
 /// Bytes read per system call.
@@ -49,6 +49,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// Acknowledged records after which the checkpoint is written without waiting for
 /// [`CHECKPOINT_INTERVAL`] (when Kafka acknowledges faster than this every 100 ms).
 pub const CHECKPOINT_EVERY_RECORDS: u64 = 10_000;
+
+/// Bound on reading what Kafka stored after the checkpoint at a restart.
+const RESUME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a poll wait sleeps between checks for shutdown.
 const WAIT_STEP: Duration = Duration::from_millis(50);
@@ -80,6 +83,9 @@ struct Mark {
     offset: u64,
     line: u64,
     index: u64,
+    /// The topic's high watermarks read before the mark was made: at or before the first
+    /// message of any record after it.
+    kafka_from: Arc<Vec<PartitionOffset>>,
 }
 
 /// The file being read.
@@ -117,13 +123,14 @@ impl Tail {
         })
     }
 
-    fn mark(&self) -> Mark {
+    fn mark(&self, kafka_from: Arc<Vec<PartitionOffset>>) -> Mark {
         Mark {
             file: Arc::clone(&self.file),
             id: self.id,
             offset: self.offset,
             line: self.line,
             index: self.index,
+            kafka_from,
         }
     }
 
@@ -170,6 +177,7 @@ pub fn run(
         checkpoint = %checkpoint_path.display(),
         "following"
     );
+    let queue_max = sink.queue_max() as u64;
     let mut d: Dispatcher<Mark> = Dispatcher::new(
         sink,
         metrics,
@@ -177,7 +185,11 @@ pub fn run(
         config.shutdown_timeout,
         config.max_logged_errors,
     );
-    let mut committer = Committer::new(checkpoint_path);
+    let mut committer = Committer::new(checkpoint_path.clone());
+    committer.watermarks = Watermarks::start(&client_config(config), &config.kafka_topic)
+        .map_err(|e| tracing::warn!(error = %e, "cannot read the topic's watermarks: a restart after a crash will send again what followed the checkpoint"))
+        .ok();
+    committer.already = already_sent(&checkpoint_path, &tail, config, queue_max);
     let mut buf = vec![0u8; READ_CHUNK];
     let origin = path.display().to_string();
     while !shutdown.is_cancelled() {
@@ -204,7 +216,7 @@ pub fn run(
                 d.report.stopped_strict = true;
                 break;
             }
-            d.seal(tail.mark());
+            d.seal(tail.mark(committer.snapshot()));
             d.retire_settled(|m, s| committer.done(m, s));
             committer.store_due();
             continue;
@@ -219,7 +231,7 @@ pub fn run(
                 );
                 break;
             }
-            d.seal(tail.mark());
+            d.seal(tail.mark(committer.snapshot()));
             // The new file may not be there yet (rename first, create later).
             loop {
                 match Tail::open(path, 0, 1, 0) {
@@ -259,7 +271,7 @@ pub fn run(
                     offset = tail.offset,
                     "file truncated, reading it again from the start"
                 );
-                d.seal(tail.mark());
+                d.seal(tail.mark(committer.snapshot()));
                 tail = Tail::open(path, 0, 1, 0).map_err(io_err)?;
                 continue;
             }
@@ -280,12 +292,56 @@ pub fn run(
             "a partial last line stays unread until its newline arrives"
         );
     }
-    d.drain(tail.mark(), |m, s| {
+    d.drain(tail.mark(committer.snapshot()), |m, s| {
         committer.done(m, s);
         committer.store_due();
     });
     committer.store();
     Ok(d.report.clone())
+}
+
+/// What Kafka stored after the checkpoint `tail` resumes at, when the checkpoint carries the
+/// offsets to look from ([`crate::resume`]); `None` sends everything after it again.
+fn already_sent(
+    checkpoint_path: &Path,
+    tail: &Tail,
+    config: &ProducerConfig,
+    queue_max: u64,
+) -> Option<AlreadySent> {
+    let ck = Checkpoint::load(checkpoint_path).ok().flatten()?;
+    if ck.kafka_from.is_empty() || ck.file_id() != tail.id || ck.offset != tail.offset {
+        return None;
+    }
+    let started = Instant::now();
+    match AlreadySent::read(
+        &client_config(config),
+        &config.kafka_topic,
+        &ck.kafka_from,
+        queue_max,
+        RESUME_READ_TIMEOUT,
+    ) {
+        Ok(a) if a.is_done() => None,
+        Ok(a) => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "read what kafka stored after the checkpoint; those records are not sent again"
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read what kafka stored after the checkpoint: the records after it are sent again (duplicates are possible)");
+            None
+        }
+    }
+}
+
+/// The librdkafka settings of the watermark reader and the resume reader: the producer's
+/// brokers and security settings.
+fn client_config(config: &ProducerConfig) -> rdkafka::ClientConfig {
+    let mut c = crate::sink::base_client_config(config);
+    c.set("group.id", "logpipe-producer-follow")
+        .set("enable.auto.commit", "false");
+    c
 }
 
 /// Sleeps `interval` unless shutdown comes, meanwhile retiring the chunks Kafka acknowledges and
@@ -416,7 +472,7 @@ fn finish_rotated(
                     return false;
                 }
                 // The checkpoint may point into the rotated file: a restart finishes it first.
-                d.seal(tail.mark());
+                d.seal(tail.mark(committer.snapshot()));
                 d.retire_settled(|m, s| committer.done(m, s));
                 committer.store_due();
             }
@@ -508,6 +564,9 @@ fn consume(
             records += 1;
             match item {
                 Ok(r) => {
+                    if committer.already_stored(&r.record) {
+                        continue;
+                    }
                     let done = |m: Mark, s: Settled| {
                         committer.done(m, s);
                         committer.store_due();
@@ -552,6 +611,12 @@ struct Committer {
     stuck: bool,
     /// After [`Committer::hold`]: how many more chunks may still advance the checkpoint.
     allowed: Option<usize>,
+    /// The topic's high watermarks, for the marks (none: checkpoints without offsets).
+    watermarks: Option<Watermarks>,
+    /// After a restart: what Kafka stored after the checkpoint, not to be sent again.
+    already: Option<AlreadySent>,
+    /// Encoding buffer for [`Committer::already_stored`].
+    value: Vec<u8>,
 }
 
 impl Committer {
@@ -565,7 +630,36 @@ impl Committer {
             failing: false,
             stuck: false,
             allowed: None,
+            watermarks: None,
+            already: None,
+            value: Vec::new(),
         }
+    }
+
+    /// The latest high watermarks, for a mark made now.
+    fn snapshot(&self) -> Arc<Vec<PartitionOffset>> {
+        self.watermarks
+            .as_ref()
+            .map_or_else(|| Arc::new(Vec::new()), Watermarks::latest)
+    }
+
+    /// True when Kafka stored `record` after the checkpoint this run resumed at: do not send it
+    /// again.
+    fn already_stored(&mut self, record: &schema::LogRecord<'_>) -> bool {
+        let Some(already) = &mut self.already else {
+            return false;
+        };
+        self.value.clear();
+        schema::kafka::encode_value(record, &mut self.value);
+        let skip = already.take(schema::kafka::key(record), &self.value);
+        if already.is_done() {
+            tracing::info!(
+                records = already.skipped(),
+                "records after the checkpoint that kafka already had were not sent again"
+            );
+            self.already = None;
+        }
+        skip
     }
 
     fn done(&mut self, mark: Mark, settled: Settled) {
@@ -645,6 +739,7 @@ impl Committer {
         self.written_at = Some(Instant::now());
         self.acknowledged = 0;
         let result = Checkpoint::at(&mark.file, mark.id, mark.offset, mark.line, mark.index)
+            .map(|c| c.with_kafka_from(&mark.kafka_from))
             .map_err(|source| CheckpointError::Io {
                 path: self.path.clone(),
                 source,
@@ -669,6 +764,7 @@ mod tests {
             offset,
             line: offset / 10 + 1,
             index: offset / 10,
+            kafka_from: Arc::new(Vec::new()),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod progress;
 pub mod rate;
 pub mod report;
+pub mod resume;
 pub mod sink;
 pub mod validate_cmd;
 

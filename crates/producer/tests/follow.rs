@@ -1,9 +1,8 @@
 //! `--follow` against tansu: appends, partial lines, rotation, truncation, and a `producer`
-//! process killed with SIGKILL and restarted. Delivery across a SIGKILL is at-least-once: what
-//! Kafka acknowledged after the last checkpoint write is sent again. So the kills here come once
-//! the records were acknowledged longer ago than the checkpoint's write interval, and then
-//! nothing may be skipped or repeated: the checkpoint must have caught up with the
-//! acknowledgements by itself, without waiting for the next poll of the file.
+//! process killed with SIGKILL and restarted, idle (the checkpoint must have caught up with the
+//! acknowledgements by itself, without waiting for the next poll of the file) and while sending
+//! (the restart must find what Kafka stored after the checkpoint and not send it again). Either
+//! way nothing may be skipped or repeated.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
 
@@ -228,4 +227,78 @@ async fn follow_killed_with_sigkill_resumes_at_its_checkpoint_across_a_rotation(
     assert_eq!(status.code(), Some(0));
     let got = consume(&broker.bootstrap_servers(), &topic, 2000, WAIT).await;
     assert_exactly_once(&got, 2000);
+}
+
+/// Killed while it is sending (its checkpoint, written at most every 100 ms, behind what Kafka
+/// stored, and records in flight), then restarted: the restart reads what Kafka stored after
+/// the checkpoint and sends only the rest, so every record is in the topic exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_nothing() {
+    const N: u64 = 60_000;
+    let (broker, topic) = broker_and_topic("follow-kill-busy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("app.log");
+    let ck = dir.path().join("ck.json");
+    std::fs::write(&log, lines(0, N)).unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("KAFKA_TOPIC", topic.clone()),
+        ("CHECKPOINT_PATH", ck.display().to_string()),
+        ("FOLLOW_POLL_INTERVAL", "50ms".to_owned()),
+    ];
+    let args = ["run", "--input", log.to_str().unwrap(), "--follow"];
+    let mut p = spawn_producer(&args, &env, &dir.path().join("first.log"));
+    // Mid-file: the first checkpoints are written, most of the file is still to send.
+    let mut at_kill = 0;
+    eventually(WAIT, "a checkpoint in the first part of the file", || {
+        at_kill = checkpoint_offset(&ck).unwrap_or(0);
+        at_kill > 0
+    })
+    .await;
+    signal(p.0.id(), "-KILL");
+    wait_exit(&mut p, WAIT).await;
+    let at_kill = checkpoint_offset(&ck).unwrap_or(0);
+    assert!(
+        at_kill < len,
+        "killed before the checkpoint reached the end ({at_kill} of {len} bytes), or nothing is tested"
+    );
+    // Everything there is (more than can be there, so it reads for the whole 5 s).
+    let stored_at_kill = consume(
+        &broker.bootstrap_servers(),
+        &topic,
+        N as usize + 1,
+        Duration::from_secs(5),
+    )
+    .await
+    .len();
+
+    let second_log = dir.path().join("second.log");
+    let mut p = spawn_producer(&args, &env, &second_log);
+    eventually(WAIT, "checkpoint at the end of the file", || {
+        checkpoint_offset(&ck) == Some(len)
+    })
+    .await;
+    signal(p.0.id(), "-TERM");
+    let status = wait_exit(&mut p, WAIT).await;
+    assert_eq!(status.code(), Some(0));
+    let got = consume(&broker.bootstrap_servers(), &topic, N as usize, WAIT).await;
+    assert_exactly_once(&got, N);
+    // The case this is about: Kafka had records the checkpoint did not cover yet.
+    let checkpointed_records = lines(0, N)
+        .as_bytes()
+        .iter()
+        .take(at_kill as usize)
+        .filter(|&&b| b == b'\n')
+        .count();
+    assert!(
+        stored_at_kill > checkpointed_records,
+        "Kafka had {stored_at_kill} records at the kill, the checkpoint covered {checkpointed_records}: \
+         the kill did not fall between an acknowledgement and its checkpoint"
+    );
+    let restart_log = std::fs::read_to_string(&second_log).unwrap();
+    assert!(
+        restart_log.contains("were not sent again"),
+        "the restart skipped what Kafka had: {restart_log}"
+    );
 }
