@@ -305,14 +305,12 @@ fn lines_before(path: &Path, offset: u64) -> usize {
 
 /// (c) The producer follows (`--follow`) a file that keeps growing and is killed with SIGKILL
 /// twice, each time after it sent records in its current run (plus a random delay), and
-/// restarted: it resumes from its checkpoint. Loki shows every record exactly once and nothing
-/// is lost. A SIGKILL between Kafka's acknowledgement and the next checkpoint write (the
-/// producer writes it at most 100 ms after the acknowledgements advanced it) makes the restart
-/// send those records again: across a SIGKILL `--follow` is at-least-once (crates/producer/
-/// CONFIG.md), and Loki drops the exact duplicates. So Kafka may hold a record twice, but only
-/// one after the checkpoint written before a kill: a record before it would mean the
-/// checkpoint passed records it should not have, or the restart did not resume at it. (The
-/// SIGTERM stop and restart of scenario (d) must send nothing twice.)
+/// restarted: it resumes from its checkpoint. A SIGKILL between Kafka's acknowledgement and the
+/// next checkpoint write (the producer writes it at most 100 ms after the acknowledgements
+/// advanced it) leaves records after the checkpoint in Kafka; the restart finds them from the
+/// partitions' offsets the checkpoint carries and does not send them again
+/// (crates/producer/src/resume.rs). So Kafka holds every record exactly once and Loki shows
+/// every record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_following_producer_killed_while_its_file_grows_resumes_at_its_checkpoint() {
     const N: usize = 2000;
@@ -426,35 +424,17 @@ async fn a_following_producer_killed_while_its_file_grows_resumes_at_its_checkpo
         .map(|x| x.index)
         .collect();
     resent.sort_unstable();
-    // What a restart may send again at most: records after the checkpoint of the kill.
-    let beyond: Vec<usize> = resent
-        .iter()
-        .copied()
-        .filter(|i| !at_kills.iter().any(|(from, to)| from <= i && i < to))
-        .collect();
+    // Records sent again by a restart: none. (Before the restart looked at what Kafka stored,
+    // up to about 100 ms worth plus what was in flight were, per kill.)
     assert!(
-        beyond.is_empty(),
-        "records sent again that were before the checkpoint (or not yet written) at every kill: \
-         {beyond:?}; checkpoint line and file lines at the kills: {at_kills:?}"
-    );
-    let too_often: Vec<usize> = expected
-        .iter()
-        .filter(|x| outcome.copies_in_kafka.get(&x.line).copied().unwrap_or(0) > KILLS)
-        .map(|x| x.index)
-        .collect();
-    assert!(
-        too_often.is_empty(),
-        "records in Kafka more often than once plus once per kill: {too_often:?}"
-    );
-    let per_kill: Vec<usize> = at_kills
-        .iter()
-        .map(|(from, to)| resent.iter().filter(|i| from <= *i && *i < to).count())
-        .collect();
-    eprintln!(
-        "scenario c: {} records sent again after the kills ({per_kill:?} per kill, input lines \
-         {:?}…; checkpoint line and file lines at the kills: {at_kills:?}); {:.1} s",
+        resent.is_empty(),
+        "records in Kafka more than once: {} (input lines {:?}…); checkpoint line and file \
+         lines at the kills: {at_kills:?}",
         resent.len(),
-        &resent[..resent.len().min(10)],
+        &resent[..resent.len().min(10)]
+    );
+    eprintln!(
+        "scenario c: checkpoint line and file lines at the kills: {at_kills:?}; {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
