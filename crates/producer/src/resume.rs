@@ -34,8 +34,11 @@ use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 /// Messages read from the topic's tail at most; beyond, the restart sends everything after the
-/// checkpoint again (the tail is then not the few seconds of one producer it should be).
+/// checkpoint again (the tail is then not the second or so of traffic it should be).
 pub const MAX_TAIL_MESSAGES: usize = 1_000_000;
+
+/// Bytes of keys and values held from the tail at most (the producer's memory), likewise.
+pub const MAX_TAIL_BYTES: usize = 32 * 1024 * 1024;
 
 /// How often [`Watermarks`] reads the high watermarks.
 pub const WATERMARK_INTERVAL: Duration = Duration::from_millis(500);
@@ -58,8 +61,10 @@ pub enum ResumeError {
     /// Kafka could not be asked.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    /// The tail is longer than [`MAX_TAIL_MESSAGES`].
-    #[error("more than {MAX_TAIL_MESSAGES} messages after the checkpoint's offsets")]
+    /// The tail is longer than [`MAX_TAIL_MESSAGES`] or [`MAX_TAIL_BYTES`].
+    #[error(
+        "more than {MAX_TAIL_MESSAGES} messages or {MAX_TAIL_BYTES} bytes after the checkpoint's offsets"
+    )]
     TooLong,
     /// The partitions' ends were not reached in time.
     #[error("the end of partition {0} was not reached within {1:?}")]
@@ -209,6 +214,7 @@ impl AlreadySent {
         let mut open: HashSet<i32> = from.iter().map(|p| p.partition).collect();
         let deadline = Instant::now() + timeout;
         let mut messages = Vec::new();
+        let mut bytes = 0usize;
         while !open.is_empty() {
             if Instant::now() >= deadline {
                 let p = open.iter().copied().min().unwrap_or_default();
@@ -221,7 +227,8 @@ impl AlreadySent {
                 }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(m)) => {
-                    if messages.len() >= MAX_TAIL_MESSAGES {
+                    bytes += m.key_len() + m.payload_len();
+                    if messages.len() >= MAX_TAIL_MESSAGES || bytes > MAX_TAIL_BYTES {
                         return Err(ResumeError::TooLong);
                     }
                     messages.push((
