@@ -297,6 +297,12 @@ pub fn run(
         committer.store_due();
     });
     committer.store();
+    if let Some(already) = &committer.already {
+        tracing::info!(
+            records = already.skipped(),
+            "records after the checkpoint that kafka already had were not sent again"
+        );
+    }
     Ok(d.report.clone())
 }
 

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -27,6 +27,60 @@ async fn broker_and_topic(prefix: &str) -> (Broker, String) {
 
 fn checkpoint_offset(path: &Path) -> Option<u64> {
     Checkpoint::load(path).ok().flatten().map(|c| c.offset)
+}
+
+/// A file followed by `producer` processes: the broker and topic, the file `app.log` and the
+/// checkpoint `ck.json` in a temporary folder.
+struct Followed {
+    broker: Broker,
+    topic: String,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    ck: PathBuf,
+    poll: &'static str,
+}
+
+impl Followed {
+    /// `content` written to the file, polled every `poll`.
+    async fn new(prefix: &str, content: &str, poll: &'static str) -> Self {
+        let (broker, topic) = broker_and_topic(prefix).await;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        let ck = dir.path().join("ck.json");
+        std::fs::write(&log, content).unwrap();
+        Self {
+            broker,
+            topic,
+            dir,
+            log,
+            ck,
+            poll,
+        }
+    }
+
+    /// Starts `producer run --follow` on the file, its stderr in `<name>.log`.
+    fn spawn(&self, name: &str) -> Proc {
+        let env = [
+            ("KAFKA_BOOTSTRAP_SERVERS", self.broker.bootstrap_servers()),
+            ("KAFKA_TOPIC", self.topic.clone()),
+            ("CHECKPOINT_PATH", self.ck.display().to_string()),
+            ("FOLLOW_POLL_INTERVAL", self.poll.to_owned()),
+        ];
+        let args = ["run", "--input", self.log.to_str().unwrap(), "--follow"];
+        spawn_producer(&args, &env, &self.stderr(name))
+    }
+
+    fn stderr(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn len(&self) -> u64 {
+        std::fs::metadata(&self.log).unwrap().len()
+    }
+
+    async fn consume(&self, want: usize, within: Duration) -> Vec<Received> {
+        consume(&self.broker.bootstrap_servers(), &self.topic, want, within).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,46 +196,32 @@ async fn follow_refuses_a_json_array_with_a_clear_error() {
 /// after it went idle were written without waiting for the next poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_killed_with_sigkill_during_a_long_poll_wait_sends_nothing_again() {
-    let (broker, topic) = broker_and_topic("follow-kill-idle").await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("app.log");
-    let ck = dir.path().join("ck.json");
-    std::fs::write(&log, lines(0, 300)).unwrap();
-    let env = [
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-        ("KAFKA_TOPIC", topic.clone()),
-        ("CHECKPOINT_PATH", ck.display().to_string()),
-        // Far longer than the test: the file is read once at the start, then only the
-        // acknowledgements can move the checkpoint.
-        ("FOLLOW_POLL_INTERVAL", "10m".to_owned()),
-    ];
-    let args = ["run", "--input", log.to_str().unwrap(), "--follow"];
-    let mut p = spawn_producer(&args, &env, &dir.path().join("first.log"));
-    let got = consume(&broker.bootstrap_servers(), &topic, 300, WAIT).await;
-    assert_exactly_once(&got, 300);
+    // A poll interval far longer than the test: the file is read once at the start, then only
+    // the acknowledgements can move the checkpoint.
+    let f = Followed::new("follow-kill-idle", &lines(0, 300), "10m").await;
+    let mut p = f.spawn("first");
+    assert_exactly_once(&f.consume(300, WAIT).await, 300);
     // Every record is in Kafka, so acknowledged (or about to be): well past the checkpoint
     // interval later, the checkpoint must name the end of the file.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let len = std::fs::metadata(&log).unwrap().len();
     assert_eq!(
-        checkpoint_offset(&ck),
-        Some(len),
+        checkpoint_offset(&f.ck),
+        Some(f.len()),
         "checkpoint 1 s after every record reached Kafka, the producer idle in its poll wait"
     );
     signal(p.0.id(), "-KILL");
     wait_exit(&mut p, WAIT).await;
-    append(&log, &lines(300, 400));
-    let mut p = spawn_producer(&args, &env, &dir.path().join("second.log"));
-    let len = std::fs::metadata(&log).unwrap().len();
+    append(&f.log, &lines(300, 400));
+    let mut p = f.spawn("second");
+    let len = f.len();
     eventually(WAIT, "checkpoint at the end after the restart", || {
-        checkpoint_offset(&ck) == Some(len)
+        checkpoint_offset(&f.ck) == Some(len)
     })
     .await;
     signal(p.0.id(), "-TERM");
     let status = wait_exit(&mut p, WAIT).await;
     assert_eq!(status.code(), Some(0));
-    let got = consume(&broker.bootstrap_servers(), &topic, 400, WAIT).await;
-    assert_exactly_once(&got, 400);
+    assert_exactly_once(&f.consume(400, WAIT).await, 400);
 }
 
 /// Killed once its checkpoint caught up with the whole file, then restarted after more lines,
@@ -189,44 +229,33 @@ async fn follow_killed_with_sigkill_during_a_long_poll_wait_sends_nothing_again(
 /// reads the new one, skipping and repeating nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_killed_with_sigkill_resumes_at_its_checkpoint_across_a_rotation() {
-    let (broker, topic) = broker_and_topic("follow-kill").await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("app.log");
-    let ck = dir.path().join("ck.json");
-    std::fs::write(&log, lines(0, 1000)).unwrap();
-    let env = [
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-        ("KAFKA_TOPIC", topic.clone()),
-        ("CHECKPOINT_PATH", ck.display().to_string()),
-        ("FOLLOW_POLL_INTERVAL", "50ms".to_owned()),
-    ];
-    let args = ["run", "--input", log.to_str().unwrap(), "--follow"];
-    let mut p = spawn_producer(&args, &env, &dir.path().join("first.log"));
-    let len = std::fs::metadata(&log).unwrap().len();
+    let f = Followed::new("follow-kill", &lines(0, 1000), "50ms").await;
+    let mut p = f.spawn("first");
+    let len = f.len();
     eventually(WAIT, "first checkpoint at the end", || {
-        checkpoint_offset(&ck) == Some(len)
+        checkpoint_offset(&f.ck) == Some(len)
     })
     .await;
     signal(p.0.id(), "-KILL");
     wait_exit(&mut p, WAIT).await;
     // While it is down: more lines, a rotation, and a new file.
-    append(&log, &lines(1000, 1500));
-    std::fs::rename(&log, dir.path().join("app.log.1")).unwrap();
-    std::fs::write(&log, lines(1500, 2000)).unwrap();
-    let mut p = spawn_producer(&args, &env, &dir.path().join("second.log"));
-    let len = std::fs::metadata(&log).unwrap().len();
+    append(&f.log, &lines(1000, 1500));
+    std::fs::rename(&f.log, f.dir.path().join("app.log.1")).unwrap();
+    std::fs::write(&f.log, lines(1500, 2000)).unwrap();
+    let mut p = f.spawn("second");
+    let len = f.len();
     eventually(WAIT, "checkpoint at the end of the new file", || {
-        Checkpoint::load(&ck).ok().flatten().is_some_and(|c| {
+        Checkpoint::load(&f.ck).ok().flatten().is_some_and(|c| {
             c.offset == len
-                && c.inode == std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&log).unwrap())
+                && c.inode
+                    == std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&f.log).unwrap())
         })
     })
     .await;
     signal(p.0.id(), "-TERM");
     let status = wait_exit(&mut p, WAIT).await;
     assert_eq!(status.code(), Some(0));
-    let got = consume(&broker.bootstrap_servers(), &topic, 2000, WAIT).await;
-    assert_exactly_once(&got, 2000);
+    assert_exactly_once(&f.consume(2000, WAIT).await, 2000);
 }
 
 /// Killed while it is sending (its checkpoint, written at most every 100 ms, behind what Kafka
@@ -235,55 +264,36 @@ async fn follow_killed_with_sigkill_resumes_at_its_checkpoint_across_a_rotation(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_nothing() {
     const N: u64 = 60_000;
-    let (broker, topic) = broker_and_topic("follow-kill-busy").await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("app.log");
-    let ck = dir.path().join("ck.json");
-    std::fs::write(&log, lines(0, N)).unwrap();
-    let len = std::fs::metadata(&log).unwrap().len();
-    let env = [
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-        ("KAFKA_TOPIC", topic.clone()),
-        ("CHECKPOINT_PATH", ck.display().to_string()),
-        ("FOLLOW_POLL_INTERVAL", "50ms".to_owned()),
-    ];
-    let args = ["run", "--input", log.to_str().unwrap(), "--follow"];
-    let mut p = spawn_producer(&args, &env, &dir.path().join("first.log"));
-    // Mid-file: the first checkpoints are written, most of the file is still to send.
-    let mut at_kill = 0;
+    let f = Followed::new("follow-kill-busy", &lines(0, N), "50ms").await;
+    let len = f.len();
+    let mut p = f.spawn("first");
+    // Mid-file: the first checkpoint is written, most of the file is still to send.
     eventually(WAIT, "a checkpoint in the first part of the file", || {
-        at_kill = checkpoint_offset(&ck).unwrap_or(0);
-        at_kill > 0
+        checkpoint_offset(&f.ck).unwrap_or(0) > 0
     })
     .await;
     signal(p.0.id(), "-KILL");
     wait_exit(&mut p, WAIT).await;
-    let at_kill = checkpoint_offset(&ck).unwrap_or(0);
+    let at_kill = checkpoint_offset(&f.ck).unwrap_or(0);
     assert!(
         at_kill < len,
         "killed before the checkpoint reached the end ({at_kill} of {len} bytes), or nothing is tested"
     );
     // Everything there is (more than can be there, so it reads for the whole 5 s).
-    let stored_at_kill = consume(
-        &broker.bootstrap_servers(),
-        &topic,
-        N as usize + 1,
-        Duration::from_secs(5),
-    )
-    .await
-    .len();
+    let stored_at_kill = f
+        .consume(N as usize + 1, Duration::from_secs(5))
+        .await
+        .len();
 
-    let second_log = dir.path().join("second.log");
-    let mut p = spawn_producer(&args, &env, &second_log);
+    let mut p = f.spawn("second");
     eventually(WAIT, "checkpoint at the end of the file", || {
-        checkpoint_offset(&ck) == Some(len)
+        checkpoint_offset(&f.ck) == Some(len)
     })
     .await;
     signal(p.0.id(), "-TERM");
     let status = wait_exit(&mut p, WAIT).await;
     assert_eq!(status.code(), Some(0));
-    let got = consume(&broker.bootstrap_servers(), &topic, N as usize, WAIT).await;
-    assert_exactly_once(&got, N);
+    assert_exactly_once(&f.consume(N as usize, WAIT).await, N);
     // The case this is about: Kafka had records the checkpoint did not cover yet.
     let checkpointed_records = lines(0, N)
         .as_bytes()
@@ -296,7 +306,7 @@ async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_noth
         "Kafka had {stored_at_kill} records at the kill, the checkpoint covered {checkpointed_records}: \
          the kill did not fall between an acknowledgement and its checkpoint"
     );
-    let restart_log = std::fs::read_to_string(&second_log).unwrap();
+    let restart_log = std::fs::read_to_string(f.stderr("second")).unwrap();
     assert!(
         restart_log.contains("were not sent again"),
         "the restart skipped what Kafka had: {restart_log}"
