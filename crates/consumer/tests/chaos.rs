@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -22,6 +21,7 @@ use rdkafka::ClientConfig;
 use testkit::broker::unique_name;
 use testkit::loki::{Faults, LokiHandle, Outage, FAKE_TENANT};
 use testkit::mock::MockKafka;
+use testkit::service::{series, ServiceProcess, ServiceSpec};
 use tokio_util::sync::CancellationToken;
 
 /// A record as it sits in Kafka: key (service) and value (the canonical JSON, which is also the
@@ -154,147 +154,27 @@ async fn all_arrived(loki: &LokiHandle, n: usize, timeout: Duration) {
     );
 }
 
-/// A loopback port that was free a moment ago (a child that cannot bind it is restarted on
-/// another one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Starts a `consumer run` process named `name` with exactly `vars` (plus a free admin port)
+/// and waits until it serves `/healthz`. It is killed (SIGKILL) when dropped, so that no test
+/// leaves one behind, and its log is shown when the test fails.
+async fn start_consumer(name: &str, vars: &[(&str, String)], logs: &Path) -> ServiceProcess {
+    let mut env: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    env.push(("LOG_FORMAT".into(), "text".into()));
+    env.push(("LOG_LEVEL".into(), "info,rdkafka=warn".into()));
+    let mut spec = ServiceSpec::run(name, env!("CARGO_BIN_EXE_consumer"), env, logs);
+    spec.ready_within = Duration::from_secs(30);
+    ServiceProcess::start(spec)
+        .await
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"))
 }
 
-/// A `consumer run` child process, killed (SIGKILL) when dropped so that no test leaves one
-/// behind; its log is shown when the test fails.
-struct ConsumerProcess {
-    name: String,
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    http: reqwest::Client,
-}
-
-impl ConsumerProcess {
-    /// Starts `consumer run` with `vars` (plus a free admin port) and waits until it serves
-    /// `/healthz`.
-    async fn start(name: &str, vars: &[(&str, String)], logs: &Path) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("http client");
-        let log = logs.join(format!("{name}.log"));
-        for _attempt in 0..3 {
-            let port = free_port();
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("log file");
-            let err = out.try_clone().expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_consumer"))
-                .arg("run")
-                .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-                .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
-                .env("LOG_FORMAT", "text")
-                .env("LOG_LEVEL", "info,rdkafka=warn")
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .expect("consumer binary starts");
-            let mut p = Self {
-                name: name.to_owned(),
-                child,
-                port,
-                log: log.clone(),
-                http: http.clone(),
-            };
-            let up = wait_until(Duration::from_secs(30), || {
-                let url = format!("http://127.0.0.1:{port}/healthz");
-                let http = http.clone();
-                async move {
-                    http.get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            })
-            .await;
-            if up {
-                return p;
-            }
-            if p.child.try_wait().ok().flatten().is_none() {
-                panic!("{name} did not serve /healthz in time\n{}", p.log_tail());
-            }
-            // Exited: most likely the port was taken in the meantime; try another.
-        }
-        panic!(
-            "{name} could not start\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    /// SIGKILL: no flush, no final commit, no leaving the group.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        match self.http.get(url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    /// The sum of every series of metric `name` (0 when absent or unreachable).
-    async fn metric(&self, name: &str) -> f64 {
-        sum_of(&self.metrics().await, name)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(60);
-        format!(
-            "---- last lines of {} ({})\n{}",
-            self.name,
-            self.log.display(),
-            lines[from..].join("\n")
-        )
-    }
-}
-
-impl Drop for ConsumerProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
-    }
-}
-
-/// Sum of the samples of `name` in Prometheus text.
-fn sum_of(text: &str, name: &str) -> f64 {
-    series_of(text, name).iter().map(|(_, v)| v).sum()
-}
-
-/// The samples of `name` in Prometheus text: (label part, value).
-fn series_of(text: &str, name: &str) -> Vec<(String, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, labels) = match series.split_once('{') {
-                Some((m, rest)) => (m, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            (metric == name).then(|| (labels.to_owned(), value.parse().unwrap_or(f64::NAN)))
-        })
-        .collect()
+/// The sum of every series of metric `name` on `process`'s `/metrics` (0 when absent or
+/// unreachable).
+async fn metric(process: &ServiceProcess, name: &str) -> f64 {
+    process.metric(name).await.unwrap_or(0.0)
 }
 
 /// Where the consumers of a test read from: a broker's bootstrap servers, the topic, its DLQ
@@ -361,16 +241,16 @@ async fn a_consumer_killed_mid_run_and_restarted_delivers_every_record_once_and_
     vars.push(("BATCH_MAX_RECORDS", "50".into()));
     let bootstrap = env.broker.bootstrap_servers();
 
-    let mut first = ConsumerProcess::start("first", &vars, logs.path()).await;
+    let mut first = start_consumer("first", &vars, logs.path()).await;
     assert!(
         wait_until(Duration::from_secs(60), || async {
             committed(&bootstrap, &env.group, &env.topic, 3).await > 0
         })
         .await,
         "the first consumer commits something\n{}",
-        first.log_tail()
+        first.log_tail(60)
     );
-    first.kill9();
+    first.kill9().expect("SIGKILL");
     let committed_at_kill = committed(&bootstrap, &env.group, &env.topic, 3).await;
     let stored_at_kill = loki.entries(FAKE_TENANT).len();
     assert!(
@@ -383,7 +263,7 @@ async fn a_consumer_killed_mid_run_and_restarted_delivers_every_record_once_and_
     );
 
     loki.clear_faults().await.unwrap();
-    let second = ConsumerProcess::start("second", &vars, logs.path()).await;
+    let second = start_consumer("second", &vars, logs.path()).await;
     all_arrived(&loki, N, Duration::from_secs(90)).await;
     assert!(
         wait_until(Duration::from_secs(30), || async {
@@ -398,11 +278,11 @@ async fn a_consumer_killed_mid_run_and_restarted_delivers_every_record_once_and_
     let uncommitted = (N as i64 - committed_at_kill) as f64;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            second.metric("consumer_records_consumed_total").await == uncommitted
+            metric(&second, "consumer_records_consumed_total").await == uncommitted
         })
         .await,
         "the restarted consumer read {} records, the uncommitted ones are {uncommitted}",
-        second.metric("consumer_records_consumed_total").await
+        metric(&second, "consumer_records_consumed_total").await
     );
     let stats = loki.stats();
     assert_eq!(stats.entries_stored, N as u64);
@@ -439,22 +319,22 @@ fn keep_producing(
     })
 }
 
-async fn assigned(members: &[&ConsumerProcess]) -> Vec<f64> {
+async fn assigned(members: &[&ServiceProcess]) -> Vec<f64> {
     let mut out = Vec::new();
     for m in members {
-        out.push(m.metric("consumer_assigned_partitions").await);
+        out.push(metric(m, "consumer_assigned_partitions").await);
     }
     out
 }
 
 /// Waits until `members` hold all 3 partitions between them, each at least one.
-async fn wait_for_assignment(members: &[&ConsumerProcess], what: &str) {
+async fn wait_for_assignment(members: &[&ServiceProcess], what: &str) {
     let ok = wait_until(Duration::from_secs(60), || async {
         let a = assigned(members).await;
         a.iter().sum::<f64>() == 3.0 && a.iter().all(|x| *x >= 1.0)
     })
     .await;
-    let tails: Vec<String> = members.iter().map(|m| m.log_tail()).collect();
+    let tails: Vec<String> = members.iter().map(|m| m.log_tail(60)).collect();
     assert!(
         ok,
         "{what}: assignment {:?}\n{}",
@@ -485,8 +365,8 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     let vars = process_vars(&target, &loki, cooperative);
     let bootstrap = target.bootstrap.clone();
 
-    let a = ConsumerProcess::start("a", &vars, logs.path()).await;
-    let mut b = ConsumerProcess::start("b", &vars, logs.path()).await;
+    let a = start_consumer("a", &vars, logs.path()).await;
+    let mut b = start_consumer("b", &vars, logs.path()).await;
     wait_for_assignment(&[&a, &b], "two members share the topic").await;
 
     let stop = CancellationToken::new();
@@ -498,15 +378,15 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
         .await,
         "records flow with two members"
     );
-    let c = ConsumerProcess::start("c", &vars, logs.path()).await;
+    let c = start_consumer("c", &vars, logs.path()).await;
     wait_for_assignment(&[&a, &b, &c], "a third member joins").await;
     let before_kill = loki.entries(FAKE_TENANT).len();
-    b.kill9();
+    b.kill9().expect("SIGKILL");
     // Without a replacement the group notices the death when b's session times out (6 s); the
     // survivors then hold all three partitions (eager: after revoking theirs; cooperative:
     // the orphan is added to what they keep).
     let d = if replace {
-        let d = ConsumerProcess::start("d", &vars, logs.path()).await;
+        let d = start_consumer("d", &vars, logs.path()).await;
         wait_for_assignment(&[&a, &c, &d], "a replacement joins the survivors").await;
         Some(d)
     } else {
@@ -517,7 +397,7 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
         .await;
         None
     };
-    let survivors: Vec<&ConsumerProcess> = [Some(&a), Some(&c), d.as_ref()]
+    let survivors: Vec<&ServiceProcess> = [Some(&a), Some(&c), d.as_ref()]
         .into_iter()
         .flatten()
         .collect();
@@ -545,7 +425,7 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     let lag_sum = || async {
         let mut sum = 0.0;
         for m in &survivors {
-            sum += m.metric("kafka_consumer_lag_sum").await;
+            sum += metric(m, "kafka_consumer_lag_sum").await;
         }
         sum
     };
@@ -558,8 +438,9 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
     // rebalances.
     let mut partitions = Vec::new();
     for m in &survivors {
-        for (labels, value) in series_of(&m.metrics().await, "kafka_consumer_lag") {
-            assert_eq!(value, 0.0, "{} {labels}", m.name);
+        let text = m.metrics_text().await.unwrap_or_default();
+        for (labels, value) in series(&text, "kafka_consumer_lag") {
+            assert_eq!(value, 0.0, "{} {labels}", m.name());
             partitions.push(labels);
         }
     }

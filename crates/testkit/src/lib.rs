@@ -1,4 +1,6 @@
-//! Test harness of the log pipeline.
+//! Test harness of the log pipeline: the data generator, a Loki-compatible receiver, a tansu
+//! broker, Prometheus, the pipeline's own services as child processes ([`service`]) and reading a
+//! Kafka topic back ([`topic`]).
 
 pub mod binaries;
 pub mod broker;
@@ -7,3 +9,5 @@ pub mod loki;
 pub mod mock;
 mod process;
 pub mod prometheus;
+pub mod service;
+pub mod topic;

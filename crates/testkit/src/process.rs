@@ -1,5 +1,6 @@
-//! Child processes the harness starts (tansu, Prometheus): binary lookup, free loopback ports, a
-//! log file per service, termination, and the log tail a failed test shows.
+//! Child processes the harness starts (tansu, Prometheus, the pipeline's own services): binary
+//! lookup, free loopback ports, a log file per service, termination, and the log tail a failed
+//! test shows.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -12,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Every process the harness starts carries this in its command line, so leftovers can be found
 /// with `pgrep -af logpipe-test-` (what `scripts/test.sh` checks after the suites).
-pub(crate) const MARKER: &str = "logpipe-test-";
+pub const MARKER: &str = "logpipe-test-";
 
 /// How often readiness and exit are polled.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(25);
@@ -49,7 +50,7 @@ pub(crate) fn is_executable(path: &Path) -> bool {
 
 /// A loopback port that was free a moment ago: bound on `127.0.0.1:0`, then released. Another
 /// process may take it before the service binds it, so callers retry on a bind failure.
-pub(crate) fn free_loopback_port() -> io::Result<u16> {
+pub fn free_loopback_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
@@ -158,26 +159,46 @@ impl ChildProcess {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }
+        if self.sigterm().is_ok() {
+            if let Some(status) = self.wait_exit(grace).await? {
+                return Ok(status);
+            }
+        }
+        self.kill()
+    }
+
+    /// Sends SIGTERM; an error when it could not be sent (the process is gone, or kill(1) failed).
+    pub(crate) fn sigterm(&self) -> io::Result<()> {
         // std has no SIGTERM and this workspace forbids `unsafe` (libc::kill): use kill(1).
-        let sent = Command::new("kill")
+        let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .map(|status| status.success())
-            .unwrap_or(false);
-        if sent {
-            let deadline = tokio::time::Instant::now() + grace;
-            while tokio::time::Instant::now() < deadline {
-                if let Some(status) = self.child.try_wait()? {
-                    return Ok(status);
-                }
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "kill -TERM {} failed: {status}",
+                self.child.id()
+            )))
         }
-        self.kill()
+    }
+
+    /// Waits up to `within` for the process to exit; `None` when it still runs then.
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 
     /// Kills the process (SIGKILL) and reaps it, so its pid is gone when this returns.
@@ -185,7 +206,8 @@ impl ChildProcess {
         self.kill_and_reap()
     }
 
-    fn kill_and_reap(&mut self) -> io::Result<ExitStatus> {
+    /// Kills the process (SIGKILL) unless it exited, and reaps it; its exit status either way.
+    pub(crate) fn kill_and_reap(&mut self) -> io::Result<ExitStatus> {
         if let Some(status) = self.child.try_wait()? {
             return Ok(status);
         }

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use testkit::topic::TopicRecord;
 use tokio::time::Instant;
 
-use crate::kafka::KafkaMessage;
 use crate::pipeline::Pipeline;
 
 /// Samples closer together than this are skipped (each costs a Kafka client).
@@ -105,8 +105,8 @@ impl CommitAudit {
 
     /// Checks every sample against the topic's `messages`; returns the number of records the
     /// samples covered (committed and checked), or every violation found.
-    pub fn verify(&self, messages: &[KafkaMessage]) -> Result<usize, String> {
-        let mut by_partition: BTreeMap<i32, Vec<&KafkaMessage>> = BTreeMap::new();
+    pub fn verify(&self, messages: &[TopicRecord]) -> Result<usize, String> {
+        let mut by_partition: BTreeMap<i32, Vec<&TopicRecord>> = BTreeMap::new();
         for message in messages {
             by_partition
                 .entry(message.partition)
@@ -130,11 +130,12 @@ impl CommitAudit {
                 }
                 for message in in_partition.iter().filter(|m| m.offset < *committed) {
                     covered += 1;
-                    if !sample.delivered.contains(&line_hash(&message.value)) {
+                    let line = message.text();
+                    if !sample.delivered.contains(&line_hash(&line)) {
                         violations.push(format!(
                             "[{}] partition {partition}: offset {} committed ({committed}) but \
                              its record was not in Loki: {}",
-                            sample.label, message.offset, message.value
+                            sample.label, message.offset, line
                         ));
                     }
                 }

@@ -7,6 +7,8 @@ use rdkafka::error::KafkaError;
 use testkit::broker::BrokerError;
 use testkit::loki::{FaultsError, StartError};
 use testkit::prometheus::PrometheusError;
+use testkit::service::ServiceError;
+use testkit::topic::TopicError;
 
 /// Errors of the end-to-end helpers.
 #[derive(Debug, thiserror::Error)]
@@ -23,16 +25,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A service process could not be started or did not become healthy.
-    #[error("{name} did not start: {reason}\n---- last lines of its log ----\n{log_tail}")]
-    ServiceStart {
-        /// The process' name in the test.
-        name: String,
-        /// Why.
-        reason: String,
-        /// The end of its log.
-        log_tail: String,
-    },
+    /// A `producer` or `consumer` process failed to start, answer, or stop.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A topic could not be read back.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
     /// A wait ran out of time.
     #[error("timed out after {timeout:?} waiting for {what}; last seen: {last}")]
     Timeout {

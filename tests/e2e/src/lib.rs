@@ -3,8 +3,8 @@
 //! real Prometheus (all from `testkit`), and the checks of what arrives.
 //!
 //! - [`pipeline::Pipeline`]: broker, fresh topics and group, receiver, service environments;
-//! - [`process::ServiceProcess`]: one `producer` or `consumer` process (SIGKILL, SIGTERM,
-//!   restart, `/metrics`), never left running;
+//! - [`testkit::service::ServiceProcess`]: one `producer` or `consumer` process (SIGKILL,
+//!   SIGTERM, restart, `/metrics`), never left running; [`testkit::topic`] reads a topic back;
 //! - [`scraped::ScrapedPipeline`]: the whole pipeline scraped by Prometheus;
 //! - [`records`]: inputs and the exactly-once and field-by-field checks;
 //! - [`audit::CommitAudit`]: committed offsets never ahead of delivered records;
@@ -16,7 +16,6 @@ pub mod error;
 pub mod grafana;
 pub mod kafka;
 pub mod pipeline;
-pub mod process;
 pub mod promql;
 pub mod queries;
 pub mod records;

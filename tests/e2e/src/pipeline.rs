@@ -9,11 +9,12 @@ use std::time::Duration;
 use tempfile::TempDir;
 use testkit::broker::{unique_name, Broker, BrokerOptions, Storage};
 use testkit::loki::{LokiConfig, LokiHandle, LokiReceiver, StoredEntry, FAKE_TENANT};
+use testkit::service::{Readiness, ServiceProcess, ServiceSpec, MARKER};
+use testkit::topic::{self, ReadUntil, TopicRecord};
 
 use crate::bins::Binary;
 use crate::error::{Error, Result};
-use crate::kafka::{self, KafkaMessage};
-use crate::process::{Readiness, ServiceProcess, ServiceSpec, MARKER};
+use crate::kafka;
 use crate::wait;
 
 /// The `environment` label the services are given.
@@ -182,14 +183,8 @@ impl Pipeline {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let spec = ServiceSpec {
-            name: name.to_owned(),
-            binary: Binary::Consumer,
-            args: vec!["run".into()],
-            env,
-            readiness: Readiness::Healthz,
-        };
-        ServiceProcess::start(spec, self.dir()).await
+        let spec = ServiceSpec::run(name, Binary::Consumer.path()?, env, self.dir());
+        Ok(ServiceProcess::start(spec).await?)
     }
 
     /// Starts `producer` with `args` (e.g. `["run", "--input", path, "--once"]`).
@@ -217,14 +212,10 @@ impl Pipeline {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let spec = ServiceSpec {
-            name: name.to_owned(),
-            binary: Binary::Producer,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            env,
-            readiness,
-        };
-        ServiceProcess::start(spec, self.dir()).await
+        let mut spec = ServiceSpec::run(name, Binary::Producer.path()?, env, self.dir());
+        spec.args = args.iter().map(|a| (*a).to_owned()).collect();
+        spec.readiness = readiness;
+        Ok(ServiceProcess::start(spec).await?)
     }
 
     /// The group's committed offsets per partition.
@@ -238,16 +229,28 @@ impl Pipeline {
         .await
     }
 
-    /// Every message of the records topic (at least `at_least` of them), by partition and
+    /// Every message of the records topic (at least `at_least` of them, then none for a
+    /// second), by partition and offset.
+    pub async fn read_topic(&self, at_least: usize) -> Result<Vec<TopicRecord>> {
+        self.read(&self.topic, at_least, Duration::from_secs(60))
+            .await
+    }
+
+    /// Every message of the dead-letter topic (once none came for a second), by partition and
     /// offset.
-    pub async fn read_topic(&self, at_least: usize) -> Result<Vec<KafkaMessage>> {
-        kafka::read_topic(
-            &self.broker.bootstrap_servers(),
-            &self.topic,
-            at_least,
-            Duration::from_secs(60),
-        )
-        .await
+    pub async fn read_dlq(&self) -> Result<Vec<TopicRecord>> {
+        self.read(&self.dlq, 0, Duration::from_secs(30)).await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        at_least: usize,
+        within: Duration,
+    ) -> Result<Vec<TopicRecord>> {
+        let bootstrap = self.broker.bootstrap_servers();
+        let until = ReadUntil::Quiet { at_least };
+        Ok(topic::read_topic(&bootstrap, topic, until, within).await?)
     }
 
     /// Every entry the receiver holds.
@@ -285,7 +288,7 @@ impl Pipeline {
 }
 
 /// Partition → offset after its last message, from a topic's messages.
-pub fn ends_of(messages: &[KafkaMessage]) -> BTreeMap<i32, i64> {
+pub fn ends_of(messages: &[TopicRecord]) -> BTreeMap<i32, i64> {
     let mut ends = BTreeMap::new();
     for message in messages {
         let end = ends.entry(message.partition).or_insert(0);

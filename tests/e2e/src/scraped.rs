@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testkit::prometheus::{Prometheus, PrometheusOptions, ScrapeTarget};
+use testkit::service::{Readiness, ServiceProcess};
 
 use crate::error::{Error, Result};
 use crate::pipeline::{Pipeline, PipelineOptions};
-use crate::process::{Readiness, ServiceProcess};
 use crate::wait;
 
 /// Scrape (and rule evaluation) interval.
@@ -61,15 +61,18 @@ impl ScrapedPipeline {
             .timeout(Duration::from_secs(120))
             .build()
             .map_err(Error::http("cannot build an HTTP client"))?;
-        let scraped = Self {
+        let mut scraped = Self {
             prometheus,
             producer,
             consumer,
             pipeline,
             http,
         };
-        scraped.wait_ready(&scraped.producer).await?;
-        scraped.wait_ready(&scraped.consumer).await?;
+        for service in [&mut scraped.producer, &mut scraped.consumer] {
+            service
+                .wait_for_status("/readyz", 200, READY_TIMEOUT)
+                .await?;
+        }
         for job in ["producer", "consumer", "loki"] {
             scraped
                 .prometheus
@@ -79,30 +82,10 @@ impl ScrapedPipeline {
         Ok(scraped)
     }
 
-    async fn wait_ready(&self, service: &ServiceProcess) -> Result<()> {
-        let url = format!("{}/readyz", service.base_url());
-        wait::until(
-            &format!("{} to report ready", service.name()),
-            READY_TIMEOUT,
-            || async {
-                match self.http.get(&url).send().await {
-                    Ok(response) if response.status().is_success() => Ok(()),
-                    Ok(response) => Err(format!(
-                        "{} {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    )),
-                    Err(error) => Err(error.to_string()),
-                }
-            },
-        )
-        .await
-    }
-
     /// `POST /v1/logs` with `body` (a JSON array or NDJSON) to the producer; returns the answer
     /// (`{accepted, rejected, errors}`), failing on any status but 200.
     pub async fn post_logs(&self, body: Vec<u8>) -> Result<Value> {
-        let url = format!("{}/v1/logs", self.producer.base_url());
+        let url = self.producer.url("/v1/logs");
         let response = self
             .http
             .post(&url)

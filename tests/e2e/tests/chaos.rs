@@ -10,15 +10,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logpipe_e2e::audit::CommitAudit;
-use logpipe_e2e::kafka;
 use logpipe_e2e::pipeline::{ends_of, Pipeline, PipelineOptions};
-use logpipe_e2e::process::{Readiness, ServiceProcess};
 use logpipe_e2e::records::{self, Expected};
 use logpipe_e2e::wait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use testkit::broker::Storage;
 use testkit::loki::{Faults, Outage};
+use testkit::service::{Readiness, ServiceProcess};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -85,7 +84,7 @@ async fn assert_zero_loss(
     records::exactly_once(expected, &stored).expect("every record exactly once in Loki");
     let mut copies_in_kafka: HashMap<String, usize> = HashMap::new();
     for message in &messages {
-        *copies_in_kafka.entry(message.value.clone()).or_default() += 1;
+        *copies_in_kafka.entry(message.text()).or_default() += 1;
     }
     let missing_in_kafka = expected
         .iter()
@@ -112,14 +111,10 @@ async fn assert_zero_loss(
         audit.len(),
         audit.failed_queries()
     );
-    let dead_letters = kafka::read_topic(
-        &pipeline.broker.bootstrap_servers(),
-        &pipeline.dlq,
-        0,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("dead-letter topic readable");
+    let dead_letters = pipeline
+        .read_dlq()
+        .await
+        .expect("dead-letter topic readable");
     assert!(
         dead_letters.is_empty(),
         "records went to the dead-letter topic: {:?}",

@@ -47,7 +47,8 @@ async fn logs_json_arrives_in_loki_exactly_once_field_by_field_and_prometheus_co
         .expect("the consumer commits every offset");
 
     // In Kafka: each record once, as its canonical JSON.
-    let mut in_kafka: Vec<&str> = messages.iter().map(|m| m.value.as_str()).collect();
+    let in_kafka: Vec<String> = messages.iter().map(|m| m.text()).collect();
+    let mut in_kafka: Vec<&str> = in_kafka.iter().map(String::as_str).collect();
     in_kafka.sort_unstable();
     let mut want: Vec<&str> = expected.iter().map(|x| x.line.as_str()).collect();
     want.sort_unstable();

@@ -1,7 +1,5 @@
 //! The one error type of the helpers: what was being done and why it failed.
 
-use std::time::Duration;
-
 /// A helper could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -17,43 +15,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A service did not answer `GET /healthz` with 200 in time.
-    #[error("{name} did not answer /healthz within {within:?}; last log lines:\n{log_tail}")]
-    NotReady {
-        /// The service.
-        name: String,
-        /// How long it was given.
-        within: Duration,
-        /// The end of its log.
-        log_tail: String,
-    },
-    /// A service exited while it was expected to run.
-    #[error("{name} exited ({status}); last log lines:\n{log_tail}")]
-    Exited {
-        /// The service.
-        name: String,
-        /// Its exit status.
-        status: String,
-        /// The end of its log.
-        log_tail: String,
-    },
-    /// A process did not exit in time.
-    #[error("{name} did not exit within {within:?}")]
-    StillRunning {
-        /// The process.
-        name: String,
-        /// How long it was given.
-        within: Duration,
-    },
-    /// An HTTP request of a helper failed.
-    #[error("{action}: {source}")]
-    Http {
-        /// What was being done.
-        action: String,
-        /// The client's error.
-        #[source]
-        source: reqwest::Error,
-    },
     /// A Kafka client operation failed.
     #[error("{action}: {source}")]
     Kafka {
@@ -62,14 +23,6 @@ pub enum Error {
         /// The client's error.
         #[source]
         source: rdkafka::error::KafkaError,
-    },
-    /// A topic could not be read to its end in time.
-    #[error("topic {topic:?}: {detail}")]
-    Topic {
-        /// The topic.
-        topic: String,
-        /// What went wrong.
-        detail: String,
     },
     /// A file could not be parsed.
     #[error("{path}: {detail}")]
@@ -92,11 +45,5 @@ impl Error {
     pub fn kafka(action: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         let action = action.into();
         move |source| Self::Kafka { action, source }
-    }
-
-    /// A closure turning an HTTP client error into [`Error::Http`] with `action`.
-    pub fn http(action: impl Into<String>) -> impl FnOnce(reqwest::Error) -> Self {
-        let action = action.into();
-        move |source| Self::Http { action, source }
     }
 }

@@ -1,10 +1,10 @@
-//! Helpers shared by the security suites in `tests/`: where the product binaries are, running
-//! them as child processes that are always stopped, reading a Kafka topic back to its end,
-//! stand-ins for Loki and for a SASL-speaking Kafka broker that record the credentials they are
-//! sent, and the static checks of Dockerfiles and Kubernetes manifests.
+//! Helpers shared by the security suites in `tests/`: where the product binaries are, producing
+//! test records into a topic, stand-ins for Loki and for a SASL-speaking Kafka broker that record
+//! the credentials they are sent, and the static checks of Dockerfiles and Kubernetes manifests.
 //!
-//! Every process started here is killed when its handle is dropped, also when a test panics; the
-//! handle then prints the end of the process's log beside the failure.
+//! The product binaries run as [`testkit::service::ServiceProcess`]es (killed when dropped, also
+//! when a test panics, which then shows the end of their log), and topics are read back to
+//! their end with [`testkit::topic::read_topic`].
 
 pub mod binaries;
 pub mod dockerfile;
@@ -13,7 +13,6 @@ pub mod k8s;
 pub mod loki_stub;
 pub mod sasl_capture;
 pub mod secret;
-pub mod service;
 pub mod topic;
 pub mod yaml;
 

@@ -15,11 +15,10 @@ use std::io::Write;
 
 use common::*;
 use logpipe_security::secret;
-use logpipe_security::service::Service;
-use logpipe_security::topic;
 use serde_json::Value;
 use tempfile::TempDir;
 use testkit::broker::Broker;
+use testkit::service::ServiceProcess;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The body cap the producer runs with in these tests.
@@ -27,7 +26,7 @@ const MAX_BODY: usize = 65_536;
 
 /// A producer requiring a token, on a fresh topic.
 struct Ingest {
-    producer: Service,
+    producer: ServiceProcess,
     broker: Broker,
     topic: String,
     token: String,
@@ -119,10 +118,7 @@ impl Ingest {
     /// Reads the topic to its end and asserts it holds exactly `seqs` of `probe`, once each,
     /// and nothing else.
     async fn assert_topic_holds_only(&self, probe: &str, seqs: &[u64]) {
-        let records =
-            topic::read_to_end(&self.broker.bootstrap_servers(), &self.topic, READ_WITHIN)
-                .await
-                .unwrap();
+        let records = read_to_end(&self.broker, &self.topic).await;
         let mut seen = Vec::new();
         for r in &records {
             let value: Value = serde_json::from_slice(&r.value)

@@ -18,10 +18,10 @@ use logpipe_security::binaries;
 use logpipe_security::loki_stub::LokiStub;
 use logpipe_security::sasl_capture::SaslCapture;
 use logpipe_security::secret::{self, found_in, leak_forms};
-use logpipe_security::service::{run_to_exit, Service, ServiceSpec};
 use logpipe_security::topic;
 use tempfile::TempDir;
 use testkit::broker::{unique_name, Broker};
+use testkit::service::{run_to_exit, Readiness, ServiceProcess};
 
 /// Everything, including librdkafka's and the HTTP stack's own logging.
 const LOG_LEVEL: &str = "trace";
@@ -69,7 +69,7 @@ fn assert_no_leak(where_: &str, text: &str, forms: &[String]) {
 }
 
 /// Asserts the admin endpoints answer and show no secret.
-async fn assert_admin_endpoints_clean(service: &Service, forms: &[String]) {
+async fn assert_admin_endpoints_clean(service: &ServiceProcess, forms: &[String]) {
     for path in ["/healthz", "/readyz", "/metrics"] {
         let (status, body) = service.get(path).await.unwrap();
         assert!(
@@ -82,14 +82,14 @@ async fn assert_admin_endpoints_clean(service: &Service, forms: &[String]) {
 }
 
 /// Stops `service` gracefully and asserts its whole output, logged at trace level, is clean.
-async fn assert_stops_with_clean_output(service: &mut Service, forms: &[String]) {
-    let status = service.stop(STOP_WITHIN).await.unwrap();
+async fn assert_stops_with_clean_output(service: &mut ServiceProcess, forms: &[String]) {
+    let status = service.terminate(STOP_WITHIN).await.unwrap();
     assert!(
         status.success(),
         "stopped with {status}:\n{}",
         service.log_tail(40)
     );
-    let output = service.output();
+    let output = service.log_text();
     assert!(
         output.contains("\"level\":\"TRACE\"") || output.contains("\"level\":\"DEBUG\""),
         "no debug or trace line: the leak check would prove nothing:\n{}",
@@ -128,9 +128,7 @@ async fn producer_token_case(source: Source) {
         .await
         .unwrap();
     assert_eq!(broken.status(), 400);
-    let records = topic::read_to_end(&broker.bootstrap_servers(), &topic, READ_WITHIN)
-        .await
-        .unwrap();
+    let records = read_to_end(&broker, &topic).await;
     assert_eq!(
         records.len(),
         2,
@@ -209,7 +207,7 @@ impl ConsumerRig {
 }
 
 /// Waits until the Loki stand-in received a push.
-async fn wait_for_push(loki: &LokiStub, consumer: &mut Service) {
+async fn wait_for_push(loki: &LokiStub, consumer: &mut ServiceProcess) {
     let deadline = Instant::now() + START_WITHIN;
     while loki.pushes().is_empty() {
         assert!(
@@ -345,8 +343,9 @@ async fn kafka_sasl_case(source: Source) {
         ("LOG_FORMAT", "json"),
     ]);
     let bin = binaries::consumer().unwrap();
-    let mut consumer =
-        Service::spawn(&ServiceSpec::run("consumer", bin, env, logs.path())).unwrap();
+    let mut spec = run_spec("consumer", bin, env, &logs);
+    spec.readiness = Readiness::Spawned;
+    let mut consumer = ServiceProcess::start(spec).await.unwrap();
     let deadline = Instant::now() + START_WITHIN;
     while capture.credentials().is_empty() {
         assert!(
@@ -371,9 +370,9 @@ async fn kafka_sasl_case(source: Source) {
         if let Ok((_, body)) = consumer.get("/readyz").await {
             assert_no_leak("/readyz", &body, &forms);
         }
-        let _ = consumer.stop(STOP_WITHIN).await;
+        let _ = consumer.terminate(STOP_WITHIN).await;
     }
-    let output = consumer.output();
+    let output = consumer.log_text();
     assert!(
         output.contains("\"level\":\"TRACE\"") || output.contains("\"level\":\"DEBUG\""),
         "no debug or trace line:\n{}",

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use logpipe_security::binaries;
-use logpipe_security::service::{Service, ServiceSpec};
 use tempfile::TempDir;
 use testkit::broker::{unique_name, Broker, BrokerOptions};
+use testkit::service::{ServiceProcess, ServiceSpec};
+use testkit::topic::{self, ReadUntil, TopicRecord};
 
 /// How long a service may take to answer `/healthz` (generous: builds run beside the tests).
 pub const START_WITHIN: Duration = Duration::from_secs(90);
@@ -59,15 +60,25 @@ pub fn producer_env(broker: &Broker, topic: &str, extra: &[(&str, &str)]) -> Vec
     env
 }
 
+/// `bin run` named `name` with exactly `env`, logging into `logs`, given [`START_WITHIN`] to
+/// answer `/healthz`.
+pub fn run_spec(
+    name: &str,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    logs: &TempDir,
+) -> ServiceSpec {
+    let mut spec = ServiceSpec::run(name, bin, env, logs.path());
+    spec.ready_within = START_WITHIN;
+    spec
+}
+
 /// Starts `producer run` (HTTP ingest only) and waits until it is ready (Kafka and topic).
-pub async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> Service {
+pub async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
     let bin = binaries::producer().unwrap();
-    let mut producer = Service::start(
-        &ServiceSpec::run("producer", bin, env, logs.path()),
-        START_WITHIN,
-    )
-    .await
-    .unwrap();
+    let mut producer = ServiceProcess::start(run_spec("producer", bin, env, logs))
+        .await
+        .unwrap();
     producer
         .wait_for_status("/readyz", 200, START_WITHIN)
         .await
@@ -76,11 +87,21 @@ pub async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> Servi
 }
 
 /// Starts `consumer run` and waits until it answers `/healthz`.
-pub async fn start_consumer(env: Vec<(String, String)>, logs: &TempDir) -> Service {
+pub async fn start_consumer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
     let bin = binaries::consumer().unwrap();
-    Service::start(
-        &ServiceSpec::run("consumer", bin, env, logs.path()),
-        START_WITHIN,
+    ServiceProcess::start(run_spec("consumer", bin, env, logs))
+        .await
+        .unwrap()
+}
+
+/// Every record of `topic`, read to the high watermarks it had when the read began (every write
+/// the test made was acknowledged before).
+pub async fn read_to_end(broker: &Broker, topic: &str) -> Vec<TopicRecord> {
+    topic::read_topic(
+        &broker.bootstrap_servers(),
+        topic,
+        ReadUntil::HighWatermarks,
+        READ_WITHIN,
     )
     .await
     .unwrap()
