@@ -14,6 +14,8 @@ use std::time::Duration;
 use common::*;
 use producer::checkpoint::Checkpoint;
 use producer::Source;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use testkit::broker::{unique_name, Broker, BrokerOptions};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -266,12 +268,41 @@ async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_noth
     const N: u64 = 60_000;
     let f = Followed::new("follow-kill-busy", &lines(0, N), "50ms").await;
     let len = f.len();
+    let text = lines(0, N);
+    let records_before = |offset: u64| {
+        text.as_bytes()
+            .iter()
+            .take(offset as usize)
+            .filter(|&&b| b == b'\n')
+            .count() as i64
+    };
     let mut p = f.spawn("first");
-    // Mid-file: the first checkpoint is written, most of the file is still to send.
-    eventually(WAIT, "a checkpoint in the first part of the file", || {
-        checkpoint_offset(&f.ck).unwrap_or(0) > 0
-    })
-    .await;
+    // Killed once Kafka holds clearly more than the checkpoint covers (the checkpoint is
+    // written at most every 100 ms): the window a restart must not send again.
+    let watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", f.broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let covered = records_before(checkpoint_offset(&f.ck).unwrap_or(0));
+        // tansu's high watermark is at or below the real end: a lower bound of what is stored.
+        let stored: i64 = (0..3)
+            .map(|partition| {
+                watermarks
+                    .fetch_watermarks(&f.topic, partition, Duration::from_secs(5))
+                    .map_or(0, |(_, high)| high)
+            })
+            .sum();
+        if covered > 0 && stored > covered + 500 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka never got ahead of the checkpoint: {stored} stored, {covered} covered"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     signal(p.0.id(), "-KILL");
     wait_exit(&mut p, WAIT).await;
     let at_kill = checkpoint_offset(&f.ck).unwrap_or(0);
@@ -295,12 +326,7 @@ async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_noth
     assert_eq!(status.code(), Some(0));
     assert_exactly_once(&f.consume(N as usize, WAIT).await, N);
     // The case this is about: Kafka had records the checkpoint did not cover yet.
-    let checkpointed_records = lines(0, N)
-        .as_bytes()
-        .iter()
-        .take(at_kill as usize)
-        .filter(|&&b| b == b'\n')
-        .count();
+    let checkpointed_records = records_before(at_kill) as usize;
     assert!(
         stored_at_kill > checkpointed_records,
         "Kafka had {stored_at_kill} records at the kill, the checkpoint covered {checkpointed_records}: \
