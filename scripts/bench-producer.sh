@@ -83,10 +83,11 @@ start_tansu() {
   die "tansu not ready after 10s"
 }
 
-# The offset in a --follow checkpoint file, 0 before there is one.
+# The offset in a --follow checkpoint file, 0 before there is one. The file's own offset comes
+# first; the per-partition Kafka offsets after it (`kafka_from`) are not the file's.
 checkpoint_offset() {
   local offset
-  offset="$(grep -o '"offset":[0-9]*' "$1" 2>/dev/null | cut -d: -f2)" || true
+  offset="$(grep -o '"offset":[0-9]*' "$1" 2>/dev/null | head -n 1 | cut -d: -f2)" || true
   echo "${offset:-0}"
 }
 

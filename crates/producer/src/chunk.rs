@@ -104,21 +104,38 @@ impl<M> Dispatcher<M> {
         origin: &str,
         line: u64,
         record: &LogRecord<'_>,
+        done: impl FnMut(M, Settled),
+    ) -> Enqueue {
+        let mut value = std::mem::take(&mut self.value);
+        value.clear();
+        schema::kafka::encode_value(record, &mut value);
+        let key = schema::kafka::key(record);
+        let sent = self.send_encoded(origin, line, record.level, key, &value, done);
+        self.value = value;
+        sent
+    }
+
+    /// Like [`Dispatcher::send`] for a record already encoded: `key` is its
+    /// [`schema::kafka::key`] (the service) and `value` its [`schema::kafka::encode_value`].
+    pub fn send_encoded(
+        &mut self,
+        origin: &str,
+        line: u64,
+        level: Level,
+        key: &[u8],
+        value: &[u8],
         mut done: impl FnMut(M, Settled),
     ) -> Enqueue {
         self.report.read += 1;
         if self.metrics.records_by_level.is_some() {
             *self
                 .levels
-                .entry((record.level, record.service.to_string()))
+                .entry((level, String::from_utf8_lossy(key).into_owned()))
                 .or_default() += 1;
         }
-        self.value.clear();
-        schema::kafka::encode_value(record, &mut self.value);
-        let key = schema::kafka::key(record);
         let mut waited_since: Option<Instant> = None;
         loop {
-            match self.sink.send(key, &self.value, &self.current) {
+            match self.sink.send(key, value, &self.current) {
                 Ok(()) => return Enqueue::Sent,
                 Err(SendError::QueueFull) => {
                     // Room comes back as acknowledgements arrive: retire what settled and poll
@@ -134,7 +151,8 @@ impl<M> Dispatcher<M> {
                     let reason = e.reason();
                     self.report.fail(reason, 1);
                     self.metrics.delivery_failed(reason, 1, &e.to_string());
-                    tracing::warn!(origin, line, service = %record.service, "record not sent: {e}");
+                    let service = String::from_utf8_lossy(key);
+                    tracing::warn!(origin, line, service = %service, "record not sent: {e}");
                     return Enqueue::Refused;
                 }
             }

@@ -3,14 +3,19 @@
 //! `--rate` and with timestamps rebased so each pass looks live (keep the file's spacing, never
 //! later than the send time, start
 //! at now).
+//!
+//! Each pass runs on two threads: a reading thread validates and encodes records into batches
+//! (a bounded channel of them, buffers reused), while the calling thread hands them to Kafka,
+//! in input order, and does the rate limiting, the rebasing (at send time) and the accounting.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use schema::{RecordReader, Timestamp};
+use schema::{Level, ReadError, RecordReader, Timestamp};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +29,16 @@ use crate::sink::Sink;
 
 /// Read buffer of file sources.
 const READ_BUFFER: usize = 256 * 1024;
+
+/// Records per batch handed from the reading thread to the sending thread, at most.
+const BATCH_RECORDS: usize = 512;
+
+/// Encoded bytes per batch: a batch is full once it holds this many (plus one record).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches the reading thread may have ready ahead of the sending thread (memory: about
+/// `BATCHES_AHEAD + 3` batches of `BATCH_BYTES`).
+const BATCHES_AHEAD: usize = 4;
 
 /// Where records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +97,9 @@ pub enum FileError {
     /// `--loop` needs a file it can reopen.
     #[error("--loop needs a file, not stdin")]
     LoopStdin,
+    /// The thread that reads the input cannot be started.
+    #[error("cannot start the thread reading the input: {0}")]
+    Thread(#[source] io::Error),
 }
 
 fn open(input: &Input) -> Result<(Box<dyn BufRead + Send>, Option<u64>), FileError> {
@@ -151,6 +169,7 @@ pub fn run(
             &mut progress,
         );
         progress.finish();
+        let end = end?;
         passes += 1;
         match end {
             PassEnd::Interrupted => d.report.interrupted = true,
@@ -197,9 +216,163 @@ fn sleep_unless(shutdown: &CancellationToken, d: Duration) -> bool {
     }
 }
 
-fn pass<R: BufRead>(
+/// Valid records (encoded) and rejected ones, in input order: what the reading thread hands
+/// to the sending thread.
+struct Batch {
+    /// Each record's value followed by its key.
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+    /// The reader's offset after the last item.
+    offset: u64,
+    /// Set on a pass's last batch: why reading stopped.
+    end: Option<PassEnd>,
+}
+
+enum Item {
+    /// A valid record, its key and value in the batch's bytes.
+    Record {
+        line: u64,
+        level: Level,
+        timestamp: Timestamp,
+        key: Range<usize>,
+        value: Range<usize>,
+    },
+    /// A record the reader rejected.
+    Rejected(ReadError),
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
+            items: Vec::with_capacity(BATCH_RECORDS),
+            offset: 0,
+            end: None,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
+        self.end = None;
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= BATCH_RECORDS || self.bytes.len() >= BATCH_BYTES
+    }
+}
+
+/// Where the canonical value carries the timestamp: `{"timestamp":"` then 30 bytes of
+/// RFC 3339 (fixed width, see [`Timestamp::write_rfc3339`]).
+const VALUE_TIMESTAMP: Range<usize> = 14..44;
+
+/// Replaces the timestamp of an encoded value (`{"timestamp":"<30 bytes>",...`) with `ts`, as
+/// encoding the record with `ts` would have written it.
+fn restamp(value: &mut [u8], ts: Timestamp, stamp: &mut Vec<u8>) {
+    stamp.clear();
+    ts.write_rfc3339(stamp);
+    if let Some(slot) = value.get_mut(VALUE_TIMESTAMP) {
+        if slot.len() == stamp.len() {
+            slot.copy_from_slice(stamp);
+        }
+    }
+}
+
+/// The reading thread of a pass: reads, validates and encodes records into batches until the
+/// input ends, a fatal or (`strict`) any invalid record, shutdown, or the sending thread hangs
+/// up. Reuses the batches the sending thread returns.
+fn read_batches<R: BufRead>(
+    reader: &mut RecordReader<R>,
+    strict: bool,
+    shutdown: &CancellationToken,
+    full: &mpsc::SyncSender<Batch>,
+    empty: &mpsc::Receiver<Batch>,
+) {
+    let mut n: u64 = 0;
+    loop {
+        let mut batch = empty.try_recv().unwrap_or_else(|_| Batch::new());
+        batch.clear();
+        while batch.end.is_none() && !batch.is_full() {
+            if n % 256 == 0 && shutdown.is_cancelled() {
+                batch.end = Some(PassEnd::Interrupted);
+                break;
+            }
+            n += 1;
+            let Some(item) = reader.next_record() else {
+                batch.end = Some(PassEnd::Eof);
+                break;
+            };
+            match item {
+                Ok(r) => {
+                    let start = batch.bytes.len();
+                    schema::kafka::encode_value(&r.record, &mut batch.bytes);
+                    let value_end = batch.bytes.len();
+                    batch.bytes.extend_from_slice(schema::kafka::key(&r.record));
+                    batch.items.push(Item::Record {
+                        line: r.position.line,
+                        level: r.record.level,
+                        timestamp: r.record.timestamp,
+                        value: start..value_end,
+                        key: value_end..batch.bytes.len(),
+                    });
+                }
+                Err(e) => {
+                    let fatal = e.is_fatal();
+                    batch.items.push(Item::Rejected(e));
+                    if strict {
+                        batch.end = Some(PassEnd::Strict);
+                    } else if fatal {
+                        batch.end = Some(PassEnd::Eof);
+                    }
+                }
+            }
+        }
+        batch.offset = reader.offset();
+        let last = batch.end.is_some();
+        if full.send(batch).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// One pass over the input: a reading thread validates and encodes records (see
+/// [`read_batches`]) while this thread hands them to Kafka, so the two overlap.
+fn pass<R: BufRead + Send>(
     d: &mut Dispatcher<()>,
     reader: &mut RecordReader<R>,
+    origin: &str,
+    options: &FileOptions,
+    rate: &mut Option<RateLimiter>,
+    shutdown: &CancellationToken,
+    progress: &mut Progress,
+) -> Result<PassEnd, FileError> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
+    let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+    std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("file-reader".into())
+            .spawn_scoped(scope, move || {
+                read_batches(reader, options.strict, shutdown, &full_tx, &empty_rx);
+            });
+        if let Err(source) = reading {
+            return Err(FileError::Thread(source));
+        }
+        let end = send_batches(
+            d, &full_rx, &empty_tx, origin, options, rate, shutdown, progress,
+        );
+        // Hang up first, so a reading thread blocked on a full channel returns.
+        drop(full_rx);
+        Ok(end)
+    })
+}
+
+/// The sending half of [`pass`]: hands each batch's records to Kafka, in order, and returns
+/// the empty batches for reuse.
+#[allow(clippy::too_many_arguments)]
+fn send_batches(
+    d: &mut Dispatcher<()>,
+    full: &mpsc::Receiver<Batch>,
+    empty: &mpsc::Sender<Batch>,
     origin: &str,
     options: &FileOptions,
     rate: &mut Option<RateLimiter>,
@@ -208,59 +381,102 @@ fn pass<R: BufRead>(
 ) -> PassEnd {
     let mut shift: Option<i64> = None;
     let mut last_rebased = Timestamp::EPOCH;
+    let mut stamp = Vec::with_capacity(VALUE_TIMESTAMP.len());
     let mut in_chunk: u64 = 0;
     let mut n: u64 = 0;
     loop {
-        if n % 256 == 0 && shutdown.is_cancelled() {
+        if shutdown.is_cancelled() {
             return PassEnd::Interrupted;
         }
-        n += 1;
-        let Some(item) = reader.next_record() else {
+        let Ok(mut batch) = full.recv() else {
+            // The reading thread ended without a last batch (it panicked).
             return PassEnd::Eof;
         };
-        match item {
-            Ok(mut r) => {
-                if options.rebase_timestamps {
-                    // Keep the file's spacing from the start of the pass, but never stamp a
-                    // record later than the moment it is sent: a replay faster than the file's
-                    // own clock would otherwise date records hours ahead, which Loki refuses
-                    // (creation grace period), and a later pass would fall behind the first.
-                    let now = Timestamp::now();
-                    let s = *shift
-                        .get_or_insert_with(|| now.as_nanos() - r.record.timestamp.as_nanos());
-                    let rebased = r.record.timestamp.saturating_add_nanos(s).min(now);
-                    r.record.timestamp = rebased.max(last_rebased);
-                    last_rebased = r.record.timestamp;
-                }
-                if let Some(rate) = rate.as_mut() {
-                    let wait = rate.take(Instant::now());
-                    if !wait.is_zero() {
-                        // The record is read: send it even when shutdown comes while waiting.
-                        sleep_unless(shutdown, wait);
+        let Batch {
+            bytes,
+            items,
+            offset,
+            end: pass_end,
+        } = &mut batch;
+        for item in items.drain(..) {
+            n += 1;
+            match item {
+                Item::Record {
+                    line,
+                    level,
+                    timestamp,
+                    key,
+                    value,
+                } => {
+                    if options.rebase_timestamps {
+                        // Keep the file's spacing from the start of the pass, but never stamp a
+                        // record later than the moment it is sent: a replay faster than the
+                        // file's own clock would otherwise date records hours ahead, which Loki
+                        // refuses (creation grace period), and a later pass would fall behind
+                        // the first.
+                        let now = Timestamp::now();
+                        let s = *shift.get_or_insert_with(|| now.as_nanos() - timestamp.as_nanos());
+                        let rebased = timestamp.saturating_add_nanos(s).min(now).max(last_rebased);
+                        last_rebased = rebased;
+                        if let Some(value) = bytes.get_mut(value.clone()) {
+                            restamp(value, rebased, &mut stamp);
+                        }
+                    }
+                    if let Some(rate) = rate.as_mut() {
+                        let wait = rate.take(Instant::now());
+                        if !wait.is_zero() {
+                            // The record is read: send it even when shutdown comes while waiting.
+                            sleep_unless(shutdown, wait);
+                        }
+                    }
+                    let (key, value) = (&bytes[key], &bytes[value]);
+                    if d.send_encoded(origin, line, level, key, value, |_, _| {})
+                        == Enqueue::Interrupted
+                    {
+                        d.report.undelivered += 1;
+                        return PassEnd::Interrupted;
                     }
                 }
-                if d.send(origin, r.position.line, &r.record, |_, _| {}) == Enqueue::Interrupted {
-                    d.report.undelivered += 1;
-                    return PassEnd::Interrupted;
-                }
+                Item::Rejected(e) => d.reject(origin, &e),
             }
-            Err(e) => {
-                let fatal = e.is_fatal();
-                d.reject(origin, &e);
-                if options.strict {
-                    return PassEnd::Strict;
-                }
-                if fatal {
-                    return PassEnd::Eof;
-                }
+            in_chunk += 1;
+            if in_chunk >= CHUNK_RECORDS || (rate.is_some() && d.open_records() > 0 && n % 64 == 0)
+            {
+                in_chunk = 0;
+                d.seal(());
+                d.retire_settled(|_, _| {});
+                progress.update(*offset, d.report.read, d.report.sent);
             }
         }
-        in_chunk += 1;
-        if in_chunk >= CHUNK_RECORDS || (rate.is_some() && d.open_records() > 0 && n % 64 == 0) {
-            in_chunk = 0;
-            d.seal(());
-            d.retire_settled(|_, _| {});
-            progress.update(reader.offset(), d.report.read, d.report.sent);
+        if let Some(end) = *pass_end {
+            return end;
+        }
+        // The reading thread may be gone already; then the batch is simply dropped.
+        let _ = empty.send(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restamping_an_encoded_value_equals_encoding_the_rebased_record() {
+        let input = r#"{"timestamp":"2026-01-02T03:04:05.5Z","level":"info","service":"api","message":"m","x":1}"#;
+        let mut record = schema::parse_record(input).unwrap();
+        let mut value = Vec::new();
+        schema::kafka::encode_value(&record, &mut value);
+        let mut stamp = Vec::new();
+        for nanos in [0, 1, 999_999_999, 1_767_323_045_123_456_789, i64::MAX] {
+            let ts = Timestamp::from_nanos(nanos).unwrap_or(Timestamp::EPOCH);
+            record.timestamp = ts;
+            let mut want = Vec::new();
+            schema::kafka::encode_value(&record, &mut want);
+            restamp(&mut value, ts, &mut stamp);
+            assert_eq!(
+                String::from_utf8_lossy(&value),
+                String::from_utf8_lossy(&want)
+            );
         }
     }
 }

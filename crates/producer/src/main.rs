@@ -12,6 +12,14 @@ use producer::file::{FileOptions, Input};
 use producer::{App, Metrics, ProducerConfig, RunOptions, Source};
 use service::telemetry::{self, LogFormat};
 
+/// mimalloc serves every allocation of the process: Rust's, and with its `override` feature
+/// librdkafka's `malloc`/`free` too. Each Kafka message is allocated by the thread that sends
+/// it and freed by librdkafka's delivery thread; glibc's allocator serialises those two threads
+/// on one arena lock, mimalloc's thread-local free lists do not (`scripts/bench-producer.sh`,
+/// 300 000 records: about 13% more records/s and less CPU per record).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for an unusable configuration (`EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;
 

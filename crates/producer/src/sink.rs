@@ -271,6 +271,9 @@ fn is_too_large(e: &KafkaError) -> bool {
     )
 }
 
+/// Steps in which [`Sink::flush`] checks that everything in flight settled.
+const FLUSH_STEP: Duration = Duration::from_millis(1);
+
 /// The Kafka producer of the service.
 pub struct Sink {
     producer: ThreadedProducer<DeliveryContext>,
@@ -391,10 +394,23 @@ impl Sink {
     /// Waits (blocking) until everything in flight settled or `timeout` passed; returns what is
     /// still in flight.
     pub fn flush(&self, timeout: Duration) -> usize {
-        if let Err(e) = self.producer.flush(timeout) {
-            tracing::warn!(error = %e, "kafka flush did not finish");
+        let deadline = Instant::now() + timeout;
+        // A flush without waiting sends what lingers at once. Then wait for the polling thread
+        // to settle the rest: rdkafka's blocking flush would poll here in 100 ms steps, so a
+        // `--once` run that ends with everything acknowledged would still wait up to 100 ms.
+        let _ = self.producer.flush(Duration::ZERO);
+        loop {
+            let left = self.in_flight();
+            if left == 0 {
+                return 0;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(records = left, "kafka flush did not finish");
+                return left;
+            }
+            std::thread::sleep(FLUSH_STEP.min(deadline - now));
         }
-        self.in_flight()
     }
 
     /// Checks (blocking) that the brokers answer and the topic exists with partitions.
