@@ -209,9 +209,12 @@ pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
 
 /// `KAFKA_EXTRA_PROPERTIES` and the SASL password, over whatever was set before.
 fn apply_extra_properties(c: &mut ClientConfig, config: &ConsumerConfig) {
-    for p in &config.kafka_extra_properties {
-        if let Some((k, v)) = p.split_once('=') {
-            c.set(k.trim(), v.trim());
+    // Validated at load; an entry that is not key=value cannot reach here.
+    if let Ok(pairs) =
+        service::config::key_value_pairs("kafka_extra_properties", &config.kafka_extra_properties)
+    {
+        for (k, v) in pairs {
+            c.set(k, v);
         }
     }
     if !config.kafka_sasl_password.is_empty() {

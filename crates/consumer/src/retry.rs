@@ -34,6 +34,11 @@ impl Backoff {
         self.attempt
     }
 
+    /// Starts over at `min` (the operation succeeded).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
     /// The delay before the next attempt: "equal jitter" (half fixed, half random) of
     /// `min · 2^attempt` capped at `max`, but never less than the server's `Retry-After`.
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
@@ -107,11 +112,8 @@ impl Gate {
     /// Records an accepted push: the gate opens and the back-off starts over.
     pub fn succeeded(&self) {
         let mut s = self.state();
-        if s.backoff.attempt() > 0 || s.open_at.is_some() {
-            let (min, max) = (s.backoff.min, s.backoff.max);
-            s.backoff = Backoff::new(min, max);
-            s.open_at = None;
-        }
+        s.backoff.reset();
+        s.open_at = None;
     }
 }
 
