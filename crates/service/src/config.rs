@@ -100,12 +100,12 @@ pub struct Secret(String);
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // `deserialize_any`, so that every wrong type reaches the visitor below: a typed
-        // `deserialize_string` would build serde's "invalid type: integer `…`" error, which
-        // quotes the value.
-        match deserializer.deserialize_any(SecretVisitor(Want::String))? {
-            SecretValue::One(s) => Ok(Secret(s)),
-            SecretValue::List(_) => Err(serde::de::Error::custom(refusal(Want::String, "a list"))),
+        // Through `Value`, which takes any type, so a wrong one is refused here by its type
+        // alone: a typed `String` would build serde's "invalid type: integer `…`", which quotes
+        // the value.
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(Secret(s)),
+            other => Err(refusal("a string", &other)),
         }
     }
 }
@@ -116,140 +116,32 @@ impl<'de> Deserialize<'de> for Secret {
 pub fn secret_list<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<String>, D::Error> {
-    match deserializer.deserialize_any(SecretVisitor(Want::List))? {
-        SecretValue::List(v) => Ok(v),
-        SecretValue::One(_) => Err(serde::de::Error::custom(refusal(Want::List, "a string"))),
+    match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                other => Err(refusal("a string", &other)),
+            })
+            .collect(),
+        other => Err(refusal("a list of strings", &other)),
     }
-}
-
-/// The shape a secret-bearing setting must have.
-#[derive(Clone, Copy)]
-enum Want {
-    /// A string ([`Secret`]).
-    String,
-    /// A list of strings ([`secret_list`]).
-    List,
-}
-
-/// What [`SecretVisitor`] read.
-enum SecretValue {
-    One(String),
-    List(Vec<String>),
 }
 
 /// The refusal of a value of the wrong type, naming the types only.
-fn refusal(want: Want, found: &str) -> String {
-    let want = match want {
-        Want::String => "a string",
-        Want::List => "a list of strings",
+fn refusal<E: serde::de::Error>(want: &str, found: &Value) -> E {
+    let found = match found {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a table (or a date)",
     };
-    format!("expected {want}, found {found} (the value may be a secret and is not shown)")
-}
-
-/// Reads the shape it wants; refuses every other type with a message that does not contain
-/// the value (serde's default refusals quote it).
-struct SecretVisitor(Want);
-
-impl SecretVisitor {
-    fn refuse<E: serde::de::Error>(&self, found: &str) -> Result<SecretValue, E> {
-        Err(E::custom(refusal(self.0, found)))
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for SecretVisitor {
-    type Value = SecretValue;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            Want::String => "a string",
-            Want::List => "a list of strings",
-        })
-    }
-
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretValue, E> {
-        match self.0 {
-            Want::String => Ok(SecretValue::One(v.to_owned())),
-            Want::List => self.refuse("a string"),
-        }
-    }
-
-    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretValue, E> {
-        match self.0 {
-            Want::String => Ok(SecretValue::One(v)),
-            Want::List => self.refuse("a string"),
-        }
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SecretValue, A::Error> {
-        if let Want::String = self.0 {
-            return self.refuse("a list");
-        }
-        let mut out = Vec::new();
-        // Each element goes through `Secret`, which refuses a non-string without its value.
-        while let Some(Secret(s)) = seq.next_element::<Secret>()? {
-            out.push(s);
-        }
-        Ok(SecretValue::List(out))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SecretValue, E> {
-        self.refuse("a boolean")
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SecretValue, E> {
-        self.refuse("an integer")
-    }
-
-    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<SecretValue, E> {
-        self.refuse("an integer")
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SecretValue, E> {
-        self.refuse("an integer")
-    }
-
-    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<SecretValue, E> {
-        self.refuse("an integer")
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SecretValue, E> {
-        self.refuse("a number")
-    }
-
-    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<SecretValue, E> {
-        self.visit_string(v.to_string())
-    }
-
-    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<SecretValue, E> {
-        self.refuse("bytes")
-    }
-
-    fn visit_none<E: serde::de::Error>(self) -> Result<SecretValue, E> {
-        self.refuse("nothing")
-    }
-
-    fn visit_some<D: serde::Deserializer<'de>>(self, _: D) -> Result<SecretValue, D::Error> {
-        self.refuse("an optional value")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<SecretValue, E> {
-        self.refuse("nothing")
-    }
-
-    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<SecretValue, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
-        self.refuse("a table (or a date)")
-    }
-
-    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, _: A) -> Result<SecretValue, A::Error> {
-        self.refuse("an enum")
-    }
+    E::custom(format!(
+        "expected {want}, found {found} (the value may be a secret and is not shown)"
+    ))
 }
 
 impl Secret {
