@@ -36,7 +36,8 @@ pub struct Dispatcher<M> {
     current: Arc<Tracker>,
     pending: VecDeque<(Arc<Tracker>, M)>,
     value: Vec<u8>,
-    levels: HashMap<(Level, String), u64>,
+    /// Per service (the key), records per level in [`Level::ALL`] order, since the last seal.
+    levels: HashMap<Vec<u8>, [u64; Level::ALL.len()]>,
     max_logged: u64,
     logged: u64,
     read_at_seal: u64,
@@ -128,10 +129,16 @@ impl<M> Dispatcher<M> {
     ) -> Enqueue {
         self.report.read += 1;
         if self.metrics.records_by_level.is_some() {
-            *self
-                .levels
-                .entry((level, String::from_utf8_lossy(key).into_owned()))
-                .or_default() += 1;
+            let i = Level::ALL.iter().position(|l| *l == level).unwrap_or(0);
+            // Allocates only for a service not seen before.
+            match self.levels.get_mut(key) {
+                Some(counts) => counts[i] += 1,
+                None => {
+                    let mut counts = [0; Level::ALL.len()];
+                    counts[i] = 1;
+                    self.levels.insert(key.to_vec(), counts);
+                }
+            }
         }
         let mut waited_since: Option<Instant> = None;
         loop {
@@ -168,9 +175,7 @@ impl<M> Dispatcher<M> {
         self.metrics
             .read("file", self.report.read - self.read_at_seal);
         self.read_at_seal = self.report.read;
-        let mut levels = std::mem::take(&mut self.levels);
-        self.metrics.add_levels(&mut levels);
-        self.levels = levels;
+        self.metrics.add_levels(&mut self.levels);
     }
 
     /// Retires settled chunks from the front, in order, calling `done` for each with its counts.

@@ -313,14 +313,21 @@ impl Metrics {
     }
 
     /// Adds a chunk's per-level counts (enhanced metrics only).
-    pub fn add_levels(&self, counts: &mut HashMap<(Level, String), u64>) {
-        if let Some(v) = &self.records_by_level {
-            for ((level, service), n) in counts.drain() {
-                v.with_label_values(&[level.as_str(), service.as_str()])
-                    .inc_by(n);
-            }
-        } else {
+    /// `counts` maps a service to its records per level, in [`Level::ALL`] order; they are
+    /// reset to zero (the services stay, so the next chunk does not allocate them again).
+    pub fn add_levels(&self, counts: &mut HashMap<Vec<u8>, [u64; Level::ALL.len()]>) {
+        let Some(v) = &self.records_by_level else {
             counts.clear();
+            return;
+        };
+        for (service, per_level) in counts.iter_mut() {
+            let service = String::from_utf8_lossy(service);
+            for (level, n) in Level::ALL.iter().zip(per_level.iter_mut()) {
+                if *n > 0 {
+                    v.with_label_values(&[level.as_str(), &service]).inc_by(*n);
+                    *n = 0;
+                }
+            }
         }
     }
 
@@ -366,6 +373,30 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want}\n{t}");
         }
+    }
+
+    #[test]
+    fn per_level_counts_add_up_per_service_and_only_with_enhanced_metrics() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry, true).unwrap();
+        let mut counts = HashMap::new();
+        counts.insert(b"api".to_vec(), [0, 0, 3, 0, 1, 0]);
+        m.add_levels(&mut counts);
+        assert_eq!(counts[b"api".as_slice()], [0; 6], "reset, the service kept");
+        counts.insert(b"api".to_vec(), [0, 0, 2, 0, 0, 0]);
+        m.add_levels(&mut counts);
+        let t = text(&registry);
+        let info = Level::ALL[2].as_str();
+        let warn = Level::ALL[4].as_str();
+        for want in [
+            format!(r#"producer_records_by_level_total{{level="{info}",service="api"}} 5"#),
+            format!(r#"producer_records_by_level_total{{level="{warn}",service="api"}} 1"#),
+        ] {
+            assert!(t.contains(&want), "missing {want}\n{t}");
+        }
+        let plain = Metrics::unregistered(false);
+        plain.add_levels(&mut counts);
+        assert!(counts.is_empty(), "without the feature nothing is kept");
     }
 
     #[test]
