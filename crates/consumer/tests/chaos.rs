@@ -19,7 +19,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::ClientConfig;
 use testkit::broker::unique_name;
-use testkit::loki::{Faults, LokiHandle, Outage, FAKE_TENANT};
+use testkit::loki::{Faults, LokiHandle, FAKE_TENANT};
 use testkit::mock::MockKafka;
 use testkit::service::{series, ServiceProcess, ServiceSpec};
 use tokio_util::sync::CancellationToken;
@@ -493,13 +493,7 @@ async fn failing_offset_commits_never_commit_past_undelivered_data_and_recover_o
     mock.create_topic(&dlq, 1).unwrap();
     let bootstrap = mock.bootstrap_servers().to_owned();
 
-    let loki = receiver(open_receiver_config()).await;
-    loki.set_faults(Faults {
-        outage: Some(Outage::Refuse),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let loki = refusing_receiver().await;
     let items = wire(&fresh_records(N as u64, 33));
     let lines = lines_of(&items);
     let producer = producer_for(&bootstrap);

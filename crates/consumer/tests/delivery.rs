@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use schema::labels::LabelPolicy;
-use testkit::loki::{Faults, Outage, StatusStorm, FAKE_TENANT};
+use testkit::loki::{Faults, StatusStorm, FAKE_TENANT};
 
 fn logs_json_records() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../logs.json");
@@ -237,13 +237,7 @@ async fn sigterm_flushes_commits_and_nothing_is_redelivered_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tells() {
     let env = Env::new(3).await;
-    let loki = receiver(open_receiver_config()).await;
-    loki.set_faults(Faults {
-        outage: Some(Outage::Refuse),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let loki = refusing_receiver().await;
     let records = fresh_records(3000, 9);
     env.produce_records(&records).await;
     let mut config = env.config(&loki);
@@ -314,13 +308,7 @@ async fn a_receiver_outage_loses_nothing_holds_memory_bounded_and_readiness_tell
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_against_a_down_receiver_do_not_grow_with_the_queued_batches() {
     let env = Env::new(3).await;
-    let loki = receiver(open_receiver_config()).await;
-    loki.set_faults(Faults {
-        outage: Some(Outage::Refuse),
-        ..Faults::default()
-    })
-    .await
-    .unwrap();
+    let loki = refusing_receiver().await;
     let records = fresh_records(3000, 19);
     env.produce_records(&records).await;
     let mut config = env.config(&loki);

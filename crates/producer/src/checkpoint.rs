@@ -211,6 +211,36 @@ mod tests {
     }
 
     #[test]
+    fn partition_offsets_round_trip_and_a_checkpoint_without_them_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("app.log");
+        std::fs::write(&data, "line one\n").unwrap();
+        let f = File::open(&data).unwrap();
+        let id = FileId::of(&f.metadata().unwrap());
+        let offsets = [crate::resume::PartitionOffset {
+            partition: 2,
+            offset: 41,
+        }];
+        let c = Checkpoint::at(&f, id, 9, 2, 1)
+            .unwrap()
+            .with_kafka_from(&offsets);
+        let path = dir.path().join("ck");
+        c.store(&path).unwrap();
+        assert_eq!(
+            Checkpoint::load(&path).unwrap().unwrap().kafka_from,
+            offsets
+        );
+        // Written by a version before the offsets: loads, with none (the restart re-sends).
+        let old = r#"{"dev":1,"inode":2,"offset":9,"line":2,"index":1,"fingerprint_len":9,"fingerprint":"00"}"#;
+        std::fs::write(&path, old).unwrap();
+        assert!(Checkpoint::load(&path)
+            .unwrap()
+            .unwrap()
+            .kafka_from
+            .is_empty());
+    }
+
+    #[test]
     fn a_missing_checkpoint_is_none_and_a_corrupt_one_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ck");

@@ -6,7 +6,7 @@
 //! topic's content — no committed offset ever passed a record Loki did not hold yet.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use logpipe_e2e::audit::CommitAudit;
@@ -284,6 +284,22 @@ async fn a_loki_outage_mid_stream_loses_nothing_and_commits_nothing_undelivered(
     );
 }
 
+/// Appends `lines` to `log`, `chunk` lines every 100 ms, as an application logs.
+fn append_in_chunks(log: PathBuf, lines: Vec<String>, chunk: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        use std::io::Write;
+        for part in lines.chunks(chunk) {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&log)
+                .expect("log opens");
+            file.write_all((part.join("\n") + "\n").as_bytes())
+                .expect("appended");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
 /// The offset of a `--follow` checkpoint file (`None` before the first one).
 fn checkpoint_offset(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -336,22 +352,7 @@ async fn a_following_producer_killed_while_its_file_grows_resumes_at_its_checkpo
         .expect("producer starts");
 
     // The file grows by CHUNK lines every 100 ms (about 9 s in all), as an application logs.
-    let appender = {
-        let log = log.clone();
-        let rest: Vec<String> = lines[200..].to_vec();
-        tokio::spawn(async move {
-            use std::io::Write;
-            for chunk in rest.chunks(CHUNK) {
-                let mut file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&log)
-                    .expect("log opens");
-                file.write_all((chunk.join("\n") + "\n").as_bytes())
-                    .expect("appended");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let appender = append_in_chunks(log.clone(), lines[200..].to_vec(), CHUNK);
 
     // Per kill: the line the checkpoint pointed at, and the lines in the file.
     let mut at_kills: Vec<(usize, usize)> = Vec::new();
@@ -482,22 +483,7 @@ async fn a_durable_broker_restarted_mid_stream_loses_nothing() {
         .await
         .expect("producer starts");
     // The file grows by CHUNK lines every 100 ms (about 14 s in all), through the restart.
-    let appender = {
-        let log = log.clone();
-        let rest: Vec<String> = lines[100..].to_vec();
-        tokio::spawn(async move {
-            use std::io::Write;
-            for chunk in rest.chunks(CHUNK) {
-                let mut file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&log)
-                    .expect("log opens");
-                file.write_all((chunk.join("\n") + "\n").as_bytes())
-                    .expect("appended");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let appender = append_in_chunks(log.clone(), lines[100..].to_vec(), CHUNK);
     stored_at_least(&pipeline, &mut audit, 400, "before the restart").await;
 
     let status = producer

@@ -60,6 +60,25 @@ fn every_dockerfile_runs_as_non_root_on_pinned_bases_without_baked_secrets() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The README's memory figures for the consumer assume glibc's arenas capped at 2, which the
+/// image sets in its final stage (where the process runs).
+#[test]
+fn the_consumer_image_caps_glibc_malloc_arenas() {
+    let text = std::fs::read_to_string(repo_root().join("crates/consumer/Dockerfile")).unwrap();
+    let parsed = dockerfile::parse(&text);
+    let last = parsed.stages.last().expect("a FROM");
+    let env: Vec<&str> = last
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "ENV")
+        .flat_map(|i| i.args.split_whitespace())
+        .collect();
+    assert!(
+        env.contains(&"MALLOC_ARENA_MAX=2"),
+        "the consumer's final stage ENV: {env:?}"
+    );
+}
+
 #[test]
 fn the_dockerfile_checker_flags_an_image_that_runs_as_root() {
     let cases = [

@@ -195,6 +195,19 @@ pub fn open_receiver_config() -> LokiConfig {
     LokiConfig::default().without_rate_limits()
 }
 
+/// A receiver without rate limits that refuses connections (Loki down) until its faults are
+/// cleared.
+pub async fn refusing_receiver() -> LokiHandle {
+    let loki = receiver(open_receiver_config()).await;
+    loki.set_faults(testkit::loki::Faults {
+        outage: Some(testkit::loki::Outage::Refuse),
+        ..testkit::loki::Faults::default()
+    })
+    .await
+    .expect("faults set");
+    loki
+}
+
 /// The consumer running in-process. Dropping it (a test that panics) stops the consumer, so
 /// the test's runtime can shut down instead of waiting for the consumer's blocking work.
 pub struct App {
