@@ -72,6 +72,12 @@ impl<M> Dispatcher<M> {
     }
 
     /// Records in the open chunk.
+    /// The sink records go to.
+    pub fn sink(&self) -> &Arc<Sink> {
+        &self.sink
+    }
+
+    /// Records in the open chunk.
     pub fn open_records(&self) -> u64 {
         self.current.enqueued()
     }
@@ -145,14 +151,16 @@ impl<M> Dispatcher<M> {
             match self.sink.send(key, value, &self.current) {
                 Ok(()) => return Enqueue::Sent,
                 Err(SendError::QueueFull) => {
-                    // Room comes back as acknowledgements arrive: retire what settled and poll
-                    // again. After a shutdown signal, give up once the shutdown timeout passed.
+                    // Room comes back as acknowledgements arrive: retire what settled, serve
+                    // delivery reports for a moment (this thread may have taken them over from
+                    // the polling thread, see `Sink::poll_inline`) and try again. After a
+                    // shutdown signal, give up once the shutdown timeout passed.
                     self.retire_settled(&mut done);
                     let since = *waited_since.get_or_insert_with(Instant::now);
                     if self.shutdown.is_cancelled() && since.elapsed() > self.shutdown_timeout {
                         return Enqueue::Interrupted;
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    self.sink.poll(Duration::from_millis(1));
                 }
                 Err(e) => {
                     let reason = e.reason();

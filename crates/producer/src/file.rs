@@ -35,6 +35,9 @@ const BATCH_RECORDS: usize = 512;
 
 /// Encoded bytes per batch: a batch is full once it holds this many (plus one record).
 const BATCH_BYTES: usize = 256 * 1024;
+/// How long the sending thread waits for a batch before it serves delivery reports again (it
+/// polls them itself while no rate limit makes it sleep: see [`Sink::poll_inline`]).
+const INLINE_POLL: Duration = Duration::from_millis(5);
 
 /// Batches the reading thread may have ready ahead of the sending thread (memory: about
 /// `BATCHES_AHEAD + 3` batches of `BATCH_BYTES`).
@@ -384,13 +387,18 @@ fn send_batches(
     let mut stamp = Vec::with_capacity(VALUE_TIMESTAMP.len());
     let mut in_chunk: u64 = 0;
     let mut n: u64 = 0;
+    let sink = Arc::clone(d.sink());
+    let _inline = rate.is_none().then(|| sink.poll_inline());
     loop {
         if shutdown.is_cancelled() {
             return PassEnd::Interrupted;
         }
-        let Ok(mut batch) = full.recv() else {
+        sink.poll(Duration::ZERO);
+        let mut batch = match full.recv_timeout(INLINE_POLL) {
+            Ok(batch) => batch,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
             // The reading thread ended without a last batch (it panicked).
-            return PassEnd::Eof;
+            Err(mpsc::RecvTimeoutError::Disconnected) => return PassEnd::Eof,
         };
         let Batch {
             bytes,

@@ -1,5 +1,5 @@
-//! Faults tansu cannot stage, on librdkafka's mock cluster: the broker going down mid-stream
-//! (idempotence keeps every record exactly once) and a record too large for Kafka (reported,
+//! Faults tansu cannot stage, on librdkafka's mock cluster: the broker going down mid-stream,
+//! paced and at full speed (idempotence keeps every record exactly once), and a record too large for Kafka (reported,
 //! the rest delivered).
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
@@ -54,6 +54,40 @@ async fn broker_down_then_up_mid_stream_delivers_every_record_exactly_once() {
     // The outage lasts a while; nothing can be acknowledged during it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(sent(&app.registry) <= before + 5_000);
+    mock.broker_up(1).unwrap();
+    let report = app.finished().await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.sent, total);
+    let got = consume(
+        mock.bootstrap_servers(),
+        "logs",
+        total as usize,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once(&got, total);
+}
+
+/// At full speed (no rate) the sending thread serves delivery reports itself
+/// (`Sink::poll_inline`); an outage fills the queue, and the reports must still be served while
+/// it waits for room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_at_full_speed_fills_the_queue_then_delivers_every_record_exactly_once() {
+    let mock = MockKafka::new(1).unwrap();
+    mock.create_topic("logs", 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    let total = 60_000;
+    std::fs::write(&input, lines(0, total)).unwrap();
+    let mut c = config(mock.bootstrap_servers(), "logs");
+    c.kafka_queue_max_messages = 5_000;
+    let app = spawn_app(c, once(input, None)).await;
+    mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        sent(&app.registry) < total,
+        "everything was sent before the outage"
+    );
     mock.broker_up(1).unwrap();
     let report = app.finished().await;
     assert_eq!(report.exit_code(), 0, "{report}");
