@@ -5,8 +5,10 @@
 # port, sends the file with the raw baseline (crates/producer/examples/raw_produce.rs: lines as
 # they are, what `kcat -P -l` does, same librdkafka settings), with the same baseline giving each
 # message the producer's key and headers (found by byte search, no parsing), and with
-# `producer run --once`, each into its own fresh topic, and reports the rates, the ratios and the
-# producer's maximum RSS. Then `producer run --follow` catches up with the same file (the time
+# `producer run --once`, each into its own fresh topic. That is one round; the rounds (--repeat)
+# rotate the order of the three, and the report gives each one's median time and rate with the
+# range over the rounds, the ratios of the medians, each round's ratio, and the producer's
+# maximum RSS. (On a shared 2-core machine one run of either varies by ±15 %.) Then `producer run --follow` catches up with the same file (the time
 # until its checkpoint reaches the end of the file: every record acknowledged and the checkpoint
 # written), the path whose checkpoint writes a SIGKILL's re-sends depend on. tansu and the
 # temporary files are removed on exit, also on failure.
@@ -18,13 +20,14 @@ readonly ROOT
 
 usage() {
   cat <<USAGE
-Usage: scripts/$SCRIPT_NAME [--records N] [--partitions N] [--help]
+Usage: scripts/$SCRIPT_NAME [--records N] [--partitions N] [--repeat N] [--help]
 
 Benchmarks the producer against a raw librdkafka baseline on a local tansu broker.
 
 Options:
   --records N      records in the generated NDJSON file (default: 1000000)
   --partitions N   partitions of each topic (default: 3)
+  --repeat N       rounds of the three runs; medians are reported (default: 3)
   -h, --help       show this help
 
 Environment:
@@ -120,16 +123,73 @@ create_topic() {
   "$TANSU_BIN" topic create --broker "tcp://127.0.0.1:$1" --partitions "$2" "$3" >/dev/null
 }
 
+# The median of the numbers given.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# "min–max" of the numbers given, two decimals.
+range() {
+  printf '%.2f–%.2f' "$(printf '%s\n' "$@" | sort -g | head -n 1)" "$(printf '%s\n' "$@" | sort -g | tail -n 1)"
+}
+
+RAW_SECS=()
+KEYED_SECS=()
+PROD_SECS=()
+RSS_KB=0
+
+# Runs one of the three senders (raw, keyed, producer) into a fresh topic and records its time.
+run_one() {
+  local what="$1" round="$2" bin="$3" port="$4" partitions="$5" input="$6"
+  local topic="bench-$what-$round" t0 t1 secs rss
+  create_topic "$port" "$partitions" "$topic"
+  t0="$(now)"
+  case "$what" in
+    raw)
+      "$bin/examples/raw_produce" "127.0.0.1:$port" "$topic" "$input" >&2 ;;
+    keyed)
+      "$bin/examples/raw_produce" "127.0.0.1:$port" "$topic" "$input" --key --headers >&2 ;;
+    producer)
+      KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port" KAFKA_TOPIC="$topic" HTTP_LISTEN="" \
+        LOG_FORMAT=text LOG_LEVEL=warn \
+        /usr/bin/time -v -o "$WORK_DIR/time.txt" "$bin/producer" run --input "$input" --once \
+        || die "producer run --once failed" ;;
+  esac
+  t1="$(now)"
+  secs="$(echo "$t1 - $t0" | bc -l)"
+  case "$what" in
+    raw) RAW_SECS+=("$secs") ;;
+    keyed) KEYED_SECS+=("$secs") ;;
+    producer)
+      PROD_SECS+=("$secs")
+      rss="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK_DIR/time.txt")"
+      if [[ "$rss" -gt "$RSS_KB" ]]; then RSS_KB="$rss"; fi ;;
+  esac
+  log "round $round: $what $(printf '%.2f' "$secs") s"
+}
+
+# One report line: label, then the median time (and range) and the median rate.
+report_line() {
+  local label="$1" records="$2"
+  shift 2
+  local med
+  med="$(median "$@")"
+  printf '%-28s %.2f s (%s s over %d runs), %.0f records/s\n' "$label" "$med" \
+    "$(range "$@")" "$#" "$(echo "$records / $med" | bc -l)"
+}
+
 main() {
-  local records=1000000 partitions=3
+  local records=1000000 partitions=3 repeat=3
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --records) records="${2:?--records needs a value}"; shift 2 ;;
       --partitions) partitions="${2:?--partitions needs a value}"; shift 2 ;;
+      --repeat) repeat="${2:?--repeat needs a value}"; shift 2 ;;
       -h | --help) usage; exit 0 ;;
       *) usage >&2; exit 2 ;;
     esac
   done
+  [[ "$repeat" =~ ^[1-9][0-9]*$ ]] || { usage >&2; exit 2; }
   local cache="${LOGPIPE_CACHE:-$HOME/.cache/logpipe}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
   TANSU_BIN="${TANSU_BIN:-$cache/tools/bin/tansu}"
@@ -152,48 +212,35 @@ main() {
   local port
   port="$(free_port)"
   start_tansu "$port"
-  local bootstrap="127.0.0.1:$port"
-  create_topic "$port" "$partitions" bench-raw
-  create_topic "$port" "$partitions" bench-raw-keyed
-  create_topic "$port" "$partitions" bench-producer
   create_topic "$port" "$partitions" bench-follow
 
-  log "raw baseline (lines as they are, no key, no headers)"
-  local t0 t1 raw_secs keyed_secs prod_secs
-  t0="$(now)"
-  "$bin/examples/raw_produce" "$bootstrap" bench-raw "$input" >&2
-  t1="$(now)"
-  raw_secs="$(echo "$t1 - $t0" | bc -l)"
-
-  log "raw baseline with the producer's key and headers"
-  t0="$(now)"
-  "$bin/examples/raw_produce" "$bootstrap" bench-raw-keyed "$input" --key --headers >&2
-  t1="$(now)"
-  keyed_secs="$(echo "$t1 - $t0" | bc -l)"
-
-  log "producer run --once"
-  t0="$(now)"
-  if ! KAFKA_BOOTSTRAP_SERVERS="$bootstrap" KAFKA_TOPIC=bench-producer HTTP_LISTEN="" \
-    LOG_FORMAT=text LOG_LEVEL=warn \
-    /usr/bin/time -v -o "$WORK_DIR/time.txt" "$bin/producer" run --input "$input" --once; then
-    die "producer run --once failed"
-  fi
-  t1="$(now)"
-  prod_secs="$(echo "$t1 - $t0" | bc -l)"
-  local rss_kb
-  rss_kb="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK_DIR/time.txt")"
+  # Each round rotates the order, so no sender always runs first (or right after another).
+  local order=(raw keyed producer) round i
+  for round in $(seq 1 "$repeat"); do
+    for i in 0 1 2; do
+      run_one "${order[$(((i + round - 1) % 3))]}" "$round" "$bin" "$port" "$partitions" "$input"
+    done
+  done
 
   log "producer run --follow, catching up with the whole file"
-  follow_catch_up "$bin" "$bootstrap" "$input"
+  follow_catch_up "$bin" "127.0.0.1:$port" "$input"
 
+  local raw_med keyed_med prod_med ratios=() r
+  raw_med="$(median "${RAW_SECS[@]}")"
+  keyed_med="$(median "${KEYED_SECS[@]}")"
+  prod_med="$(median "${PROD_SECS[@]}")"
+  for r in $(seq 0 $((repeat - 1))); do
+    ratios+=("$(printf '%.2f' "$(echo "${RAW_SECS[$r]} / ${PROD_SECS[$r]}" | bc -l)")")
+  done
   printf 'records:                     %d\n' "$records"
-  printf 'raw baseline:                %.2f s, %.0f records/s\n' "$raw_secs" "$(echo "$records / $raw_secs" | bc -l)"
-  printf 'raw baseline, key+headers:   %.2f s, %.0f records/s\n' "$keyed_secs" "$(echo "$records / $keyed_secs" | bc -l)"
-  printf 'producer --once:             %.2f s, %.0f records/s\n' "$prod_secs" "$(echo "$records / $prod_secs" | bc -l)"
+  report_line "raw baseline:" "$records" "${RAW_SECS[@]}"
+  report_line "raw baseline, key+headers:" "$records" "${KEYED_SECS[@]}"
+  report_line "producer --once:" "$records" "${PROD_SECS[@]}"
   printf 'producer --follow catch-up:  %.2f s, %.0f records/s\n' "$FOLLOW_SECS" "$(echo "$records / $FOLLOW_SECS" | bc -l)"
-  printf 'ratio to raw baseline:       %.2fx\n' "$(echo "$raw_secs / $prod_secs" | bc -l)"
-  printf 'ratio to key+headers:        %.2fx\n' "$(echo "$keyed_secs / $prod_secs" | bc -l)"
-  printf 'producer max RSS:            %.1f MiB\n' "$(echo "$rss_kb / 1024" | bc -l)"
+  printf 'ratio to raw baseline:       %.2fx (of the medians; per round: %s)\n' \
+    "$(echo "$raw_med / $prod_med" | bc -l)" "${ratios[*]}"
+  printf 'ratio to key+headers:        %.2fx (of the medians)\n' "$(echo "$keyed_med / $prod_med" | bc -l)"
+  printf 'producer max RSS:            %.1f MiB\n' "$(echo "$RSS_KB / 1024" | bc -l)"
 }
 
 main "$@"

@@ -65,6 +65,12 @@ fn main() -> anyhow::Result<()> {
     let producer: ThreadedProducer<Counter> = producer::sink::client_config(&config)
         .create_with_context(Counter::default())
         .context("cannot create the producer")?;
+    // Like the producer's start-up check (and kcat's first metadata request): know the topic
+    // before the first message, so neither run waits on librdkafka's metadata refresh.
+    producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .context("cannot fetch the topic's metadata")?;
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::with_capacity(4096);
@@ -98,7 +104,19 @@ fn main() -> anyhow::Result<()> {
         }
         sent += 1;
     }
-    producer.flush(Duration::from_secs(300))?;
+    // rdkafka's blocking flush waits in 100 ms steps; wait as the producer does (send what
+    // lingers, then watch the count of messages in flight).
+    producer.flush(Duration::ZERO).ok();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!(
+                "{} messages still in flight after 300 s",
+                producer.in_flight_count()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let ctx = producer.context();
     let delivered = ctx.delivered.load(Ordering::Relaxed);
     let failed = ctx.failed.load(Ordering::Relaxed);
