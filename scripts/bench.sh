@@ -27,7 +27,7 @@ log() { printf '[%s] %s\n' "$SCRIPT_NAME" "$*" >&2; }
 source "$ROOT/scripts/lib/tools.sh"
 
 # value FILE LABEL — the last number after LABEL (a fixed string) on its first line in FILE (the
-# rate, on lines like "raw baseline:   2.45 s, 408003 records/s").
+# rate, on lines like "raw baseline:   2.45 s (2.30–2.60 s over 3 runs), 408003 records/s").
 value() {
   python3 - "$1" "$2" <<'PY'
 import re, sys
