@@ -32,14 +32,35 @@ fn sent(registry: &prometheus::Registry) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_down_then_up_mid_stream_delivers_every_record_exactly_once() {
+/// A mock cluster with the `logs` topic, and an NDJSON file of `total` records.
+fn mock_and_input(total: u64) -> (MockKafka, tempfile::TempDir, std::path::PathBuf) {
     let mock = MockKafka::new(1).unwrap();
     mock.create_topic("logs", 3).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.ndjson");
-    let total = 20_000;
     std::fs::write(&input, lines(0, total)).unwrap();
+    (mock, dir, input)
+}
+
+/// The run ends with exit 0, every record sent, and each exactly once in the topic.
+async fn ends_with_every_record_exactly_once(app: TestApp, mock: &MockKafka, total: u64) {
+    let report = app.finished().await;
+    assert_eq!(report.exit_code(), 0, "{report}");
+    assert_eq!(report.sent, total);
+    let got = consume(
+        mock.bootstrap_servers(),
+        "logs",
+        total as usize,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once(&got, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_then_up_mid_stream_delivers_every_record_exactly_once() {
+    let total = 20_000;
+    let (mock, _dir, input) = mock_and_input(total);
     let app = spawn_app(
         config(mock.bootstrap_servers(), "logs"),
         once(input, Some(5_000)),
@@ -55,17 +76,7 @@ async fn broker_down_then_up_mid_stream_delivers_every_record_exactly_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(sent(&app.registry) <= before + 5_000);
     mock.broker_up(1).unwrap();
-    let report = app.finished().await;
-    assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(report.sent, total);
-    let got = consume(
-        mock.bootstrap_servers(),
-        "logs",
-        total as usize,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_exactly_once(&got, total);
+    ends_with_every_record_exactly_once(app, &mock, total).await;
 }
 
 /// At full speed (no rate) the sending thread serves delivery reports itself
@@ -73,12 +84,8 @@ async fn broker_down_then_up_mid_stream_delivers_every_record_exactly_once() {
 /// it waits for room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_full_speed_fills_the_queue_then_delivers_every_record_exactly_once() {
-    let mock = MockKafka::new(1).unwrap();
-    mock.create_topic("logs", 3).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.ndjson");
     let total = 60_000;
-    std::fs::write(&input, lines(0, total)).unwrap();
+    let (mock, _dir, input) = mock_and_input(total);
     let mut c = config(mock.bootstrap_servers(), "logs");
     c.kafka_queue_max_messages = 5_000;
     let app = spawn_app(c, once(input, None)).await;
@@ -89,17 +96,7 @@ async fn broker_down_at_full_speed_fills_the_queue_then_delivers_every_record_ex
         "everything was sent before the outage"
     );
     mock.broker_up(1).unwrap();
-    let report = app.finished().await;
-    assert_eq!(report.exit_code(), 0, "{report}");
-    assert_eq!(report.sent, total);
-    let got = consume(
-        mock.bootstrap_servers(),
-        "logs",
-        total as usize,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_exactly_once(&got, total);
+    ends_with_every_record_exactly_once(app, &mock, total).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
