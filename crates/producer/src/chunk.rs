@@ -71,7 +71,6 @@ impl<M> Dispatcher<M> {
         }
     }
 
-    /// Records in the open chunk.
     /// The sink records go to.
     pub fn sink(&self) -> &Arc<Sink> {
         &self.sink

@@ -455,15 +455,16 @@ impl Sink {
         }
     }
 
-    /// Serves delivery reports on the calling thread for `timeout` at most (zero: what is there).
+    /// Serves delivery reports on the calling thread for `timeout` (rdkafka's poll keeps serving
+    /// until then; zero serves what is there now).
     pub fn poll(&self, timeout: Duration) {
         self.producer.poll(timeout);
     }
 
     /// Takes delivery reports over from the polling thread until the guard drops (the thread
     /// stops serving them within 20 ms): the caller must then call [`Sink::poll`] often (every
-    /// few milliseconds). Messages are freed where
-    /// they are polled, so a sending thread that polls itself frees what it allocated.
+    /// few milliseconds). Messages are freed where they are polled, so a sending thread that
+    /// polls itself frees what it allocated.
     pub fn poll_inline(&self) -> InlinePolling<'_> {
         self.polling.inline.fetch_add(1, Ordering::SeqCst);
         InlinePolling { sink: self }
