@@ -3,7 +3,7 @@
 //! only when Kafka acknowledged it.
 //!
 //! [`app::App`] wires the pieces: [`config`], [`metrics`], the Kafka [`sink`], the sources
-//! ([`file`], [`follow`] with its [`checkpoint`], [`http`]) and `producer validate`
+//! ([`file`](mod@file), [`follow`] with its [`checkpoint`], [`http`]) and `producer validate`
 //! ([`validate_cmd`]).
 
 pub mod app;
