@@ -435,21 +435,35 @@ async fn group_member_killed_during_production_loses_nothing_and_lag_drains(
         lag_sum().await
     );
     // Per-partition lag is reported by the partition's owner only: no stale series survive the
-    // rebalances.
-    let mut partitions = Vec::new();
-    for m in &survivors {
-        let text = m.metrics_text().await.unwrap_or_default();
-        for (labels, value) in series(&text, "kafka_consumer_lag") {
-            assert_eq!(value, 0.0, "{} {labels}", m.name());
-            partitions.push(labels);
+    // rebalances. A partition a survivor took over gets its series at the first statistics tick
+    // after librdkafka knows its high watermark, so look until every partition has exactly one
+    // (a stale series would never go away).
+    let lag_series = || async {
+        let mut partitions = Vec::new();
+        for m in &survivors {
+            let text = m.metrics_text().await.unwrap_or_default();
+            for (labels, value) in series(&text, "kafka_consumer_lag") {
+                partitions.push((m.name().to_owned(), labels, value));
+            }
         }
-    }
-    let distinct: BTreeSet<&String> = partitions.iter().collect();
-    assert_eq!(
-        (partitions.len(), distinct.len()),
-        (3, 3),
+        partitions
+    };
+    let one_each = |partitions: &[(String, String, f64)]| {
+        let distinct: BTreeSet<&String> = partitions.iter().map(|(_, l, _)| l).collect();
+        partitions.len() == 3 && distinct.len() == 3
+    };
+    wait_until(Duration::from_secs(30), || async {
+        one_each(&lag_series().await)
+    })
+    .await;
+    let partitions = lag_series().await;
+    assert!(
+        one_each(&partitions),
         "one lag series per partition across the survivors: {partitions:?}"
     );
+    for (name, labels, value) in &partitions {
+        assert_eq!(*value, 0.0, "{name} {labels}");
+    }
 }
 
 // The group tests run on librdkafka's mock cluster (real TCP on loopback; the consumers are
