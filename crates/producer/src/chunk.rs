@@ -134,7 +134,7 @@ impl<M> Dispatcher<M> {
     ) -> Enqueue {
         self.report.read += 1;
         if self.metrics.records_by_level.is_some() {
-            let i = Level::ALL.iter().position(|l| *l == level).unwrap_or(0);
+            let i = level.index();
             // Allocates only for a service not seen before.
             match self.levels.get_mut(key) {
                 Some(counts) => counts[i] += 1,

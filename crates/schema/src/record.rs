@@ -64,6 +64,11 @@ impl Level {
         })
     }
 
+    /// The level's position in [`Level::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The normalised lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -257,6 +262,13 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn level_index_is_its_position_in_all() {
+        for (i, level) in Level::ALL.iter().enumerate() {
+            assert_eq!(level.index(), i);
+        }
+    }
 
     #[test]
     fn level_aliases_normalise() {
