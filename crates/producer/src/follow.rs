@@ -570,16 +570,24 @@ fn consume(
             records += 1;
             match item {
                 Ok(r) => {
-                    if committer.already_stored(&r.record) {
-                        continue;
+                    let mut value = std::mem::take(&mut committer.value);
+                    if !committer.already_stored(&r.record, &mut value) {
+                        let done = |m: Mark, s: Settled| {
+                            committer.done(m, s);
+                            committer.store_due();
+                        };
+                        let line = r.position.line;
+                        let sent = if value.is_empty() {
+                            d.send(origin, line, &r.record, done)
+                        } else {
+                            let key = schema::kafka::key(&r.record);
+                            d.send_encoded(origin, line, r.record.level, key, &value, done)
+                        };
+                        if sent == Enqueue::Interrupted {
+                            seen.interrupted = true;
+                        }
                     }
-                    let done = |m: Mark, s: Settled| {
-                        committer.done(m, s);
-                        committer.store_due();
-                    };
-                    if d.send(origin, r.position.line, &r.record, done) == Enqueue::Interrupted {
-                        seen.interrupted = true;
-                    }
+                    committer.value = value;
                 }
                 Err(e) => {
                     seen.invalid = true;
@@ -621,7 +629,7 @@ struct Committer {
     watermarks: Option<Watermarks>,
     /// After a restart: what Kafka stored after the checkpoint, not to be sent again.
     already: Option<AlreadySent>,
-    /// Encoding buffer for [`Committer::already_stored`].
+    /// Encoding buffer lent to [`Committer::already_stored`].
     value: Vec<u8>,
 }
 
@@ -650,14 +658,15 @@ impl Committer {
     }
 
     /// True when Kafka stored `record` after the checkpoint this run resumed at: do not send it
-    /// again.
-    fn already_stored(&mut self, record: &schema::LogRecord<'_>) -> bool {
+    /// again. While it looks, it encodes the record into `value` (left empty otherwise), so the
+    /// caller sends those bytes instead of encoding the record a second time.
+    fn already_stored(&mut self, record: &schema::LogRecord<'_>, value: &mut Vec<u8>) -> bool {
+        value.clear();
         let Some(already) = &mut self.already else {
             return false;
         };
-        self.value.clear();
-        schema::kafka::encode_value(record, &mut self.value);
-        let skip = already.take(schema::kafka::key(record), &self.value);
+        schema::kafka::encode_value(record, value);
+        let skip = already.take(schema::kafka::key(record), value);
         if already.is_done() {
             tracing::info!(
                 records = already.skipped(),
