@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::sink::SinkError;
+
 /// Messages read from the topic's tail at most; beyond, the restart sends everything after the
 /// checkpoint again (the tail is then not the second or so of traffic it should be).
 pub const MAX_TAIL_MESSAGES: usize = 1_000_000;
@@ -94,7 +96,11 @@ impl Watermarks {
     /// succeeds.
     pub fn start(client: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
         let consumer: BaseConsumer = client.create()?;
-        let first = read_watermarks(&consumer, topic).unwrap_or_else(|e| {
+        let servers = client
+            .get("bootstrap.servers")
+            .unwrap_or_default()
+            .to_owned();
+        let first = read_watermarks(&consumer, topic, &servers).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the topic's watermarks yet");
             Vec::new()
         });
@@ -112,7 +118,7 @@ impl Watermarks {
                             continue;
                         }
                         next = Instant::now() + WATERMARK_INTERVAL;
-                        match read_watermarks(&consumer, &topic) {
+                        match read_watermarks(&consumer, &topic, &servers) {
                             Ok(w) => {
                                 *latest.lock().unwrap_or_else(PoisonError::into_inner) =
                                     Arc::new(w);
@@ -146,28 +152,23 @@ impl Drop for Watermarks {
     }
 }
 
-/// Every partition's high watermark. (tansu 0.6.0 answers with the base offset of the last
-/// record batch plus one, at or before the real end: still a valid starting point.)
+/// Every partition's high watermark (`servers` names the brokers in errors). (tansu 0.6.0
+/// answers with the base offset of the last record batch plus one, at or before the real end:
+/// still a valid starting point.)
 fn read_watermarks(
     consumer: &BaseConsumer,
     topic: &str,
-) -> Result<Vec<PartitionOffset>, KafkaError> {
-    let md = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(KafkaError::MetadataFetch(
-            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
-        ));
-    }
-    partitions
+    servers: &str,
+) -> Result<Vec<PartitionOffset>, SinkError> {
+    crate::sink::partition_ids(consumer.client(), topic, servers, REQUEST_TIMEOUT)?
         .into_iter()
         .map(|partition| {
-            let (_, high) = consumer.fetch_watermarks(topic, partition, REQUEST_TIMEOUT)?;
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+                .map_err(|source| SinkError::Unreachable {
+                    servers: servers.to_owned(),
+                    source,
+                })?;
             Ok(PartitionOffset {
                 partition,
                 offset: high,

@@ -510,6 +510,16 @@ fn topic_partitions<C: ClientContext>(
     servers: &str,
     timeout: Duration,
 ) -> Result<usize, SinkError> {
+    partition_ids(client, topic, servers, timeout).map(|ids| ids.len())
+}
+
+/// The ids of the topic's partitions, from metadata (`servers` names the brokers in errors).
+pub(crate) fn partition_ids<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    servers: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, SinkError> {
     let md = client
         .fetch_metadata(Some(topic), timeout)
         .map_err(|source| SinkError::Unreachable {
@@ -517,7 +527,9 @@ fn topic_partitions<C: ClientContext>(
             source,
         })?;
     match md.topics().iter().find(|t| t.name() == topic) {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(t.partitions().len()),
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().iter().map(|p| p.id()).collect())
+        }
         _ => Err(SinkError::TopicMissing(topic.to_owned())),
     }
 }
