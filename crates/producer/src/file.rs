@@ -388,12 +388,14 @@ fn send_batches(
     let mut in_chunk: u64 = 0;
     let mut n: u64 = 0;
     let sink = Arc::clone(d.sink());
-    let _inline = rate.is_none().then(|| sink.poll_inline());
+    let inline = rate.is_none().then(|| sink.poll_inline());
     loop {
         if shutdown.is_cancelled() {
             return PassEnd::Interrupted;
         }
-        sink.poll(Duration::ZERO);
+        if inline.is_some() {
+            sink.poll(Duration::ZERO);
+        }
         let mut batch = match full.recv_timeout(INLINE_POLL) {
             Ok(batch) => batch,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,

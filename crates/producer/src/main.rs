@@ -13,9 +13,10 @@ use producer::{App, Metrics, ProducerConfig, RunOptions, Source};
 use service::telemetry::{self, LogFormat};
 
 /// mimalloc serves every allocation of the process: Rust's, and with its `override` feature
-/// librdkafka's `malloc`/`free` too. Each Kafka message is allocated by the thread that sends
-/// it and freed by librdkafka's delivery thread; glibc's allocator serialises those two threads
-/// on one arena lock, mimalloc's thread-local free lists do not (`scripts/bench-producer.sh`,
+/// librdkafka's `malloc`/`free` too. A Kafka message is allocated by the thread that sends it and
+/// freed by whichever thread serves its delivery report (the polling thread, or the sender
+/// itself at full speed, see `Sink::poll_inline`); glibc's allocator serialised those threads on
+/// one arena lock, mimalloc's thread-local free lists do not (`scripts/bench-producer.sh`,
 /// 300 000 records: about 13% more records/s and less CPU per record).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
