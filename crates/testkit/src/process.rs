@@ -50,7 +50,7 @@ pub(crate) fn is_executable(path: &Path) -> bool {
 
 /// A loopback port that was free a moment ago: bound on `127.0.0.1:0`, then released. Another
 /// process may take it before the service binds it, so callers retry on a bind failure.
-pub fn free_loopback_port() -> io::Result<u16> {
+pub(crate) fn free_loopback_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-pub use crate::process::{free_loopback_port, MARKER};
-use crate::process::{ChildProcess, ServiceLog};
+pub use crate::process::MARKER;
+use crate::process::{free_loopback_port, ChildProcess, ServiceLog};
 
 /// How long a started service may take to answer `GET /healthz` unless its spec says otherwise.
 pub const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -411,11 +411,6 @@ impl ServiceProcess {
     /// The sum of every series of metric `name` on `/metrics` (0 when it has none).
     pub async fn metric(&self, name: &str) -> Result<f64, ServiceError> {
         Ok(series(&self.metrics_text().await?, name).values().sum())
-    }
-
-    /// The file holding the process' stdout and stderr (all runs, with the harness' notes).
-    pub fn log_path(&self) -> &Path {
-        self.log.path()
     }
 
     /// The last `lines` lines of the log.
