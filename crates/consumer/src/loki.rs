@@ -391,8 +391,8 @@ mod tests {
         };
         LokiClient::new(&c).unwrap().ready().await.unwrap();
         let head = server.await.unwrap().to_ascii_lowercase();
-        let expected = format!("authorization: basic {}", encode_base64(b"url-user:p@ss"))
-            .to_ascii_lowercase();
+        // RFC 4648 base64 of "url-user:p@ss", written out so an encoding slip fails the test.
+        let expected = "authorization: basic dXJsLXVzZXI6cEBzcw==".to_ascii_lowercase();
         assert!(head.contains(&expected), "{head}");
     }
 
