@@ -82,6 +82,10 @@ step_ci_pipeline() {
 
 step_deny() {
   log "supply chain: cargo deny (licences, bans, sources; advisories need the network)"
+  # cargo deny reads the whole dependency graph, every platform's crates included (windows-sys
+  # and the like), while a build fetches only this host's: fetch them all first, or a new
+  # machine's cache lacks some and --offline fails (it did once, after a 41-minute run).
+  cargo fetch --locked
   cargo deny --offline check bans licenses sources
 }
 
@@ -129,8 +133,8 @@ main() {
     ensure_deploy_tools
   fi
   case "$only" in
-    "") step_fmt; step_clippy; step_tests; step_deploy; step_ci_pipeline; step_scripts
-        step_deny; step_bench_check; check_no_leftovers ;;
+    "") step_fmt; step_clippy; step_deny; step_tests; step_deploy; step_ci_pipeline
+        step_scripts; step_bench_check; check_no_leftovers ;;
     install) ensure_tools; ensure_deploy_tools ;;
     deploy) step_deploy ;;
     scripts) step_scripts ;;
