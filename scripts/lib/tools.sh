@@ -18,6 +18,12 @@ tools_env() {
 
 _tools_log() { printf '[tools] %s\n' "$*" >&2; }
 
+# cargo install, building in a folder of its own: with the project's CARGO_TARGET_DIR it would
+# fill the project's build folder with the tool's artefacts and hold its lock meanwhile.
+_cargo_install() {
+  CARGO_TARGET_DIR="$LOGPIPE_CACHE/tool-build" cargo install "$@"
+}
+
 _apt_updated=0
 # ensure_apt CMD:PACKAGE... — installs each PACKAGE whose CMD is missing.
 ensure_apt() {
@@ -52,10 +58,10 @@ ensure_tansu() {
   fi
   _tools_log "installing tansu $TANSU_VERSION (about 10-15 minutes, once)"
   local log="$LOGPIPE_CACHE/logs/tansu-install.log"
-  if ! cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+  if ! _cargo_install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
       --root "$LOGPIPE_TOOLS" >"$log" 2>&1; then
     _tools_log "--locked install failed, retrying without --locked"
-    cargo install tansu --version "$TANSU_VERSION" --features dynostore,libsql \
+    _cargo_install tansu --version "$TANSU_VERSION" --features dynostore,libsql \
       --root "$LOGPIPE_TOOLS" >>"$log" 2>&1 || { tail -30 "$log" >&2; return 1; }
   fi
 }
@@ -63,7 +69,7 @@ ensure_tansu() {
 ensure_nextest() {
   command -v cargo-nextest >/dev/null 2>&1 && return 0
   _tools_log "installing cargo-nextest"
-  cargo install cargo-nextest --locked --root "$LOGPIPE_TOOLS" \
+  _cargo_install cargo-nextest --locked --root "$LOGPIPE_TOOLS" \
     >"$LOGPIPE_CACHE/logs/nextest-install.log" 2>&1
 }
 
@@ -71,7 +77,7 @@ ensure_nextest() {
 ensure_cargo_deny() {
   command -v cargo-deny >/dev/null 2>&1 && return 0
   _tools_log "installing cargo-deny (a few minutes, once)"
-  cargo install cargo-deny --locked --root "$LOGPIPE_TOOLS" \
+  _cargo_install cargo-deny --locked --root "$LOGPIPE_TOOLS" \
     >"$LOGPIPE_CACHE/logs/cargo-deny-install.log" 2>&1 \
     || { tail -30 "$LOGPIPE_CACHE/logs/cargo-deny-install.log" >&2; return 1; }
 }

@@ -222,7 +222,15 @@ impl Broker {
                 .map_err(BrokerError::io("cannot pick a free loopback port"))?;
             match broker.spawn_until_ready().await {
                 // Another process took the port between our probe and tansu's bind.
-                Err(BrokerError::Exited { .. }) if broker.port_taken_by_other() => continue,
+                Err(BrokerError::Exited { .. }) if broker.port_taken_by_other() => {
+                    // A start-up retry of the harness, not of a test: said on stderr, which
+                    // nextest shows with the test's output.
+                    eprintln!(
+                        "testkit: tansu lost port {} to another process; starting again on a fresh port",
+                        broker.port
+                    );
+                    continue;
+                }
                 Err(error) => return Err(error),
                 Ok(()) => return Ok(broker),
             }

@@ -267,6 +267,9 @@ impl Prometheus {
                 Err(PrometheusError::Exited { log_tail, .. })
                     if log_tail.contains("address already in use") =>
                 {
+                    // A start-up retry of the harness, not of a test: said on stderr, which
+                    // nextest shows with the test's output.
+                    eprintln!("testkit: prometheus lost port {port} to another process; starting again on a fresh port");
                     last_tail = log_tail;
                 }
                 Err(error) => return Err(error),
