@@ -3,39 +3,50 @@
 //! 1 MiB / 1 s, like Promtail). Every entry carries the Kafka position it came from, so its
 //! offset can be released exactly when Loki (or the dead-letter topic) has it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use schema::loki::entry_size;
-use schema::loki::proto::EntryAdapter;
+use rustc_hash::FxHashMap;
+use schema::loki::encoded::EncodedEntries;
 
+use crate::labels::StreamId;
 use crate::offsets::Generation;
 
 /// Where a record came from: what must be acknowledged to release its offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// Kafka partition.
-    pub partition: i32,
+    pub(crate) partition: i32,
     /// Assignment generation of the partition when the record was read.
-    pub generation: Generation,
+    pub(crate) generation: Generation,
     /// Kafka offset.
-    pub offset: i64,
+    pub(crate) offset: i64,
+}
+
+/// One record's entry, as the batcher takes it: it is encoded at once into its stream's batch.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEntry<'a, M> {
+    /// The record's timestamp, ns since the epoch.
+    pub(crate) nanos: i64,
+    /// The line.
+    pub(crate) line: &'a str,
+    /// Structured metadata pairs.
+    pub(crate) metadata: M,
+    /// Where the record came from.
+    pub(crate) held: Held,
+    /// Its Kafka timestamp (ms), for the batch's due time and the latency metric.
+    pub(crate) kafka_ms: Option<i64>,
 }
 
 /// Entries of one stream waiting to be pushed.
 #[derive(Debug)]
-pub struct Batch {
+pub(crate) struct Batch {
     /// The stream's label selector.
-    pub labels: Arc<str>,
-    /// The entries, in arrival order (sorted by timestamp when the push is built).
-    pub entries: Vec<EntryAdapter>,
-    /// The Kafka position of each entry (same index).
-    pub held: Vec<Held>,
-    /// Approximate uncompressed bytes.
-    pub bytes: usize,
+    pub(crate) labels: Arc<str>,
+    /// The entries, encoded, each with the Kafka position it came from.
+    pub(crate) entries: EncodedEntries<Held>,
     /// Kafka timestamp (ms) of the oldest message, for the end-to-end latency metric.
-    pub oldest_kafka_ms: Option<i64>,
+    pub(crate) oldest_kafka_ms: Option<i64>,
     started: Instant,
     /// When the batch must be pushed: the maximum wait after its oldest record's Kafka
     /// timestamp, at least half the wait after it opened (see [`Batcher::add`]).
@@ -43,13 +54,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(labels: Arc<str>, max_wait: Duration) -> Self {
+    fn new(labels: Arc<str>, max_wait: Duration, room: Room) -> Self {
         let started = Instant::now();
         Self {
             labels,
-            entries: Vec::new(),
-            held: Vec::new(),
-            bytes: 0,
+            entries: EncodedEntries::with_capacity(room.bytes, room.entries),
             oldest_kafka_ms: None,
             started,
             due: started + max_wait,
@@ -68,39 +77,34 @@ impl Batch {
     }
 
     /// Number of entries.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Sorts entries by timestamp (keeping arrival order for equal ones), with their positions.
-    pub fn sort(&mut self) {
-        if self
-            .entries
-            .windows(2)
-            .all(|w| w[0].nanos() <= w[1].nanos())
-        {
-            return;
-        }
-        let mut idx: Vec<usize> = (0..self.entries.len()).collect();
-        idx.sort_by_key(|&i| self.entries[i].nanos());
-        let mut entries: Vec<Option<EntryAdapter>> = std::mem::take(&mut self.entries)
-            .into_iter()
-            .map(Some)
-            .collect();
-        self.entries = idx.iter().filter_map(|&i| entries[i].take()).collect();
-        self.held = idx.iter().map(|&i| self.held[i]).collect();
+    /// The entries' size (what counts against the batch and buffer limits).
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.bytes()
     }
 }
 
-/// Open batches by label set.
+/// How big a stream's last batch was: its next one starts with that much room.
+#[derive(Debug, Clone, Copy, Default)]
+struct Room {
+    bytes: usize,
+    entries: usize,
+}
+
+/// Open batches by stream.
 #[derive(Debug)]
-pub struct Batcher {
-    open: HashMap<Arc<str>, Batch>,
+pub(crate) struct Batcher {
+    open: FxHashMap<StreamId, Batch>,
+    /// Per stream, the size of its last batch.
+    room: FxHashMap<StreamId, Room>,
     /// Entries and bytes in open batches.
     pending_records: usize,
     pending_bytes: usize,
@@ -111,9 +115,10 @@ pub struct Batcher {
 
 impl Batcher {
     /// A batcher with the flush thresholds.
-    pub fn new(max_records: usize, max_bytes: usize, max_wait: Duration) -> Self {
+    pub(crate) fn new(max_records: usize, max_bytes: usize, max_wait: Duration) -> Self {
         Self {
-            open: HashMap::new(),
+            open: FxHashMap::default(),
+            room: FxHashMap::default(),
             pending_records: 0,
             pending_bytes: 0,
             max_records,
@@ -122,48 +127,48 @@ impl Batcher {
         }
     }
 
-    /// Adds an entry; returns the stream's batch when it reached a size threshold.
-    pub fn add(
+    /// Adds an entry to `stream`'s batch (opening it with `labels` when none is open); returns
+    /// the entry's size and the stream's batch when it reached a size threshold.
+    pub(crate) fn add<'m, M>(
         &mut self,
+        stream: StreamId,
         labels: &Arc<str>,
-        entry: EntryAdapter,
-        held: Held,
-        kafka_ms: Option<i64>,
-    ) -> Option<Batch> {
-        let size = entry_size(&entry);
+        entry: NewEntry<'_, M>,
+    ) -> (usize, Option<Batch>)
+    where
+        M: IntoIterator<Item = (&'m str, &'m str)> + Clone,
+    {
         let max_wait = self.max_wait;
-        let batch = match self.open.get_mut(labels) {
-            Some(b) => b,
-            None => self
-                .open
-                .entry(labels.clone())
-                .or_insert_with(|| Batch::new(labels.clone(), max_wait)),
-        };
+        let room = &self.room;
+        let batch = self.open.entry(stream).or_insert_with(|| {
+            let room = room.get(&stream).copied().unwrap_or_default();
+            Batch::new(labels.clone(), max_wait, room)
+        });
         // A single entry bigger than the byte limit still goes out alone.
-        batch.entries.push(entry);
-        batch.held.push(held);
-        batch.bytes += size;
+        let size = batch
+            .entries
+            .push(entry.nanos, entry.line, entry.metadata, entry.held);
         self.pending_records += 1;
         self.pending_bytes += size;
-        if let Some(ts) = kafka_ms {
+        if let Some(ts) = entry.kafka_ms {
             if batch.oldest_kafka_ms.is_none_or(|o| ts < o) {
                 batch.oldest_kafka_ms = Some(ts);
                 batch.due_for_age(age_of(ts), max_wait);
             }
         }
-        if batch.entries.len() >= self.max_records || batch.bytes >= self.max_bytes {
-            return self.remove(labels);
+        if batch.len() >= self.max_records || batch.bytes() >= self.max_bytes {
+            return (size, self.remove(stream));
         }
-        None
+        (size, None)
     }
 
     /// Entries in open batches.
-    pub fn pending_records(&self) -> usize {
+    pub(crate) fn pending_records(&self) -> usize {
         self.pending_records
     }
 
-    /// Approximate bytes in open batches.
-    pub fn pending_bytes(&self) -> usize {
+    /// Bytes in open batches.
+    pub(crate) fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
 
@@ -171,51 +176,59 @@ impl Batcher {
     /// open. With many streams no single batch may reach a size threshold before the buffer
     /// is full; flushing the biggest ones early keeps records moving instead of pausing
     /// consumption until the age threshold.
-    pub fn take_largest(&mut self, records: usize, bytes: usize) -> Vec<Batch> {
+    pub(crate) fn take_largest(&mut self, records: usize, bytes: usize) -> Vec<Batch> {
         let mut out = Vec::new();
         while self.pending_records > records || self.pending_bytes > bytes {
             let Some(largest) = self
                 .open
                 .iter()
-                .max_by_key(|(_, b)| b.bytes)
-                .map(|(k, _)| k.clone())
+                .max_by_key(|(_, b)| b.bytes())
+                .map(|(k, _)| *k)
             else {
                 break;
             };
-            out.extend(self.remove(&largest));
+            out.extend(self.remove(largest));
         }
         out
     }
 
-    fn remove(&mut self, labels: &Arc<str>) -> Option<Batch> {
-        let batch = self.open.remove(labels)?;
-        self.pending_records -= batch.entries.len();
-        self.pending_bytes -= batch.bytes;
+    fn remove(&mut self, stream: StreamId) -> Option<Batch> {
+        let batch = self.open.remove(&stream)?;
+        self.room.insert(
+            stream,
+            Room {
+                bytes: batch.entries.encoded_len(),
+                entries: batch.len(),
+            },
+        );
+        self.pending_records -= batch.len();
+        self.pending_bytes -= batch.bytes();
         Some(batch)
     }
 
     /// Removes and returns the batches that are due: their oldest record was produced at
     /// least the maximum wait ago (or, without a Kafka timestamp, the batch opened that long
     /// ago).
-    pub fn take_aged(&mut self, now: Instant) -> Vec<Batch> {
-        let aged: Vec<Arc<str>> = self
+    pub(crate) fn take_aged(&mut self, now: Instant) -> Vec<Batch> {
+        let aged: Vec<StreamId> = self
             .open
             .iter()
             .filter(|(_, b)| now >= b.due)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| *k)
             .collect();
-        aged.iter().filter_map(|k| self.remove(k)).collect()
+        aged.into_iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// Removes and returns every open batch.
-    pub fn take_all(&mut self) -> Vec<Batch> {
+    pub(crate) fn take_all(&mut self) -> Vec<Batch> {
         self.pending_records = 0;
         self.pending_bytes = 0;
         self.open.drain().map(|(_, b)| b).collect()
     }
 
     /// When the oldest open batch becomes due, if any.
-    pub fn next_due(&self) -> Option<Instant> {
+    #[cfg(test)]
+    fn next_due(&self) -> Option<Instant> {
         self.open.values().map(|b| b.due).min()
     }
 }
@@ -231,14 +244,30 @@ fn age_of(kafka_ms: i64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::loki::proto::Timestamp;
 
-    fn e(ts: i64, line: &str) -> EntryAdapter {
-        EntryAdapter {
-            timestamp: Some(Timestamp::from_nanos(ts)),
-            line: line.into(),
-            structured_metadata: vec![],
-        }
+    /// An entry of `line` at `ts`.
+    fn e(ts: i64, line: &str) -> (i64, String) {
+        (ts, line.to_owned())
+    }
+
+    /// Adds an entry to the stream whose labels are `labels` (its id is the labels' last byte
+    /// but two, enough for these tests).
+    fn add(
+        b: &mut Batcher,
+        labels: &Arc<str>,
+        (ts, line): (i64, String),
+        held: Held,
+        kafka_ms: Option<i64>,
+    ) -> Option<Batch> {
+        let stream = StreamId::from(labels.as_bytes()[labels.len().saturating_sub(3)]);
+        let entry = NewEntry {
+            nanos: ts,
+            line: &line,
+            metadata: [],
+            held,
+            kafka_ms,
+        };
+        b.add(stream, labels, entry).1
     }
 
     fn h(offset: i64) -> Held {
@@ -254,11 +283,11 @@ mod tests {
         let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(60));
         let a: Arc<str> = Arc::from("{a=\"1\"}");
         let c: Arc<str> = Arc::from("{a=\"2\"}");
-        assert!(b.add(&a, e(1, "x"), h(0), None).is_none());
-        assert!(b.add(&c, e(1, "x"), h(1), None).is_none());
-        let full = b.add(&a, e(2, "y"), h(2), Some(5)).unwrap();
+        assert!(add(&mut b, &a, e(1, "x"), h(0), None).is_none());
+        assert!(add(&mut b, &c, e(1, "x"), h(1), None).is_none());
+        let full = add(&mut b, &a, e(2, "y"), h(2), Some(5)).unwrap();
         assert_eq!(full.len(), 2);
-        assert_eq!(full.held, vec![h(0), h(2)]);
+        assert_eq!(full.entries.tags(), [h(0), h(2)]);
         assert_eq!(b.take_all().len(), 1);
     }
 
@@ -266,8 +295,8 @@ mod tests {
     fn flushes_at_the_byte_limit() {
         let mut b = Batcher::new(100, 100, Duration::from_secs(60));
         let a: Arc<str> = Arc::from("{}");
-        assert!(b.add(&a, e(1, &"x".repeat(50)), h(0), None).is_none());
-        assert!(b.add(&a, e(1, &"x".repeat(50)), h(1), None).is_some());
+        assert!(add(&mut b, &a, e(1, &"x".repeat(50)), h(0), None).is_none());
+        assert!(add(&mut b, &a, e(1, &"x".repeat(50)), h(1), None).is_some());
     }
 
     #[test]
@@ -281,7 +310,7 @@ mod tests {
         let mut offset = 0;
         for (i, s) in streams.iter().enumerate() {
             for _ in 0..=i {
-                assert!(b.add(s, e(offset, "x"), h(offset), None).is_none());
+                assert!(add(&mut b, s, e(offset, "x"), h(offset), None).is_none());
                 offset += 1;
             }
         }
@@ -306,13 +335,16 @@ mod tests {
         let mut b = Batcher::new(2, 1 << 20, Duration::from_millis(0));
         let s: Arc<str> = Arc::from("{a=\"1\"}");
         let t: Arc<str> = Arc::from("{a=\"2\"}");
-        assert!(b.add(&s, e(1, "x"), h(1), None).is_none());
-        assert!(b.add(&s, e(2, "x"), h(2), None).is_some(), "record limit");
+        assert!(add(&mut b, &s, e(1, "x"), h(1), None).is_none());
+        assert!(
+            add(&mut b, &s, e(2, "x"), h(2), None).is_some(),
+            "record limit"
+        );
         assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
-        assert!(b.add(&t, e(3, "x"), h(3), None).is_none());
+        assert!(add(&mut b, &t, e(3, "x"), h(3), None).is_none());
         assert_eq!(b.take_aged(Instant::now()).len(), 1);
         assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
-        assert!(b.add(&t, e(4, "x"), h(4), None).is_none());
+        assert!(add(&mut b, &t, e(4, "x"), h(4), None).is_none());
         assert_eq!(b.take_all().len(), 1);
         assert_eq!((b.pending_records(), b.pending_bytes()), (0, 0));
     }
@@ -321,7 +353,7 @@ mod tests {
     fn aged_batches_are_taken_after_the_wait() {
         let mut b = Batcher::new(100, 1 << 20, Duration::from_millis(50));
         let a: Arc<str> = Arc::from("{}");
-        b.add(&a, e(1, "x"), h(0), None);
+        add(&mut b, &a, e(1, "x"), h(0), None);
         let now = Instant::now();
         assert!(b.take_aged(now).is_empty());
         assert!(b.next_due().is_some());
@@ -343,7 +375,7 @@ mod tests {
         let mut b = Batcher::new(100, 1 << 20, wait);
         let a: Arc<str> = Arc::from("{}");
         let opened = Instant::now();
-        b.add(&a, e(1, "x"), h(0), Some(ms_ago(3_000)));
+        add(&mut b, &a, e(1, "x"), h(0), Some(ms_ago(3_000)));
         let due = b.next_due().expect("a batch is open");
         // Produced 3 s before it was read: due about 7 s after it opened, not 10.
         assert!(due <= opened + Duration::from_secs(7) + Duration::from_millis(50));
@@ -360,12 +392,12 @@ mod tests {
         let mut b = Batcher::new(100, 1 << 20, wait);
         let a: Arc<str> = Arc::from("{}");
         let opened = Instant::now();
-        b.add(&a, e(1, "x"), h(0), Some(ms_ago(0)));
+        add(&mut b, &a, e(1, "x"), h(0), Some(ms_ago(0)));
         let first = b.next_due().expect("open");
         assert!(first >= opened + Duration::from_millis(9_900));
-        b.add(&a, e(2, "x"), h(1), Some(ms_ago(0) + 5_000));
+        add(&mut b, &a, e(2, "x"), h(1), Some(ms_ago(0) + 5_000));
         assert_eq!(b.next_due(), Some(first), "a newer record changes nothing");
-        b.add(&a, e(3, "x"), h(2), Some(ms_ago(2_000)));
+        add(&mut b, &a, e(3, "x"), h(2), Some(ms_ago(2_000)));
         let second = b.next_due().expect("open");
         assert!(second < first);
         assert!(second <= opened + Duration::from_millis(8_050));
@@ -378,35 +410,21 @@ mod tests {
         // A backlog (or a producer clock far behind): half the wait, so batches still fill.
         let mut b = Batcher::new(100, 1 << 20, wait);
         let opened = Instant::now();
-        b.add(&a, e(1, "x"), h(0), Some(ms_ago(3_600_000)));
+        add(&mut b, &a, e(1, "x"), h(0), Some(ms_ago(3_600_000)));
         let due = b.next_due().expect("open");
         assert!(due >= opened + Duration::from_secs(5));
         assert!(due <= opened + Duration::from_millis(5_050));
         // A producer clock ahead of ours: never longer than the wait.
         let mut b = Batcher::new(100, 1 << 20, wait);
         let opened = Instant::now();
-        b.add(&a, e(1, "x"), h(0), Some(ms_ago(0) + 3_600_000));
+        add(&mut b, &a, e(1, "x"), h(0), Some(ms_ago(0) + 3_600_000));
         let due = b.next_due().expect("open");
         assert!(due <= opened + wait + Duration::from_millis(50));
         // No timestamp at all: the wait from when the batch opened.
         let mut b = Batcher::new(100, 1 << 20, wait);
         let opened = Instant::now();
-        b.add(&a, e(1, "x"), h(0), None);
+        add(&mut b, &a, e(1, "x"), h(0), None);
         let due = b.next_due().expect("open");
         assert!(due >= opened + wait && due <= opened + wait + Duration::from_millis(50));
-    }
-
-    #[test]
-    fn sorting_keeps_positions_aligned_and_equal_timestamps_stable() {
-        let mut batch = Batch::new(Arc::from("{}"), Duration::from_secs(1));
-        for (ts, line, off) in [(3, "c", 0), (1, "a1", 1), (2, "b", 2), (1, "a2", 3)] {
-            batch.entries.push(e(ts, line));
-            batch.held.push(h(off));
-        }
-        batch.sort();
-        let lines: Vec<_> = batch.entries.iter().map(|e| e.line.as_str()).collect();
-        assert_eq!(lines, ["a1", "a2", "b", "c"]);
-        let offs: Vec<_> = batch.held.iter().map(|h| h.offset).collect();
-        assert_eq!(offs, [1, 3, 2, 0]);
     }
 }

@@ -12,58 +12,56 @@
 //! - 413: split and retried.
 //! - 401/403/404: misconfiguration. Readiness turns false, consumption pauses, the push is
 //!   retried slowly; nothing is committed meanwhile.
+//!
+//! A push carries one stream: Loki answers a push with the result of its last stream only, so a
+//! rejection of an earlier stream's entry could otherwise hide behind a 204.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use schema::loki::codec::ProtobufEncoder;
-use schema::loki::entry_size;
-use schema::loki::proto::{EntryAdapter, PushRequest, StreamAdapter};
-use service::admin::Readiness;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Held};
 use crate::dlq::{DeadLetter, DeadLetters};
-use crate::loki::{LokiClient, Outcome};
-use crate::metrics::{Metrics, RetryReason};
+use crate::health::LokiHealth;
+use crate::loki::{LokiClient, Outcome, RetryReason};
+use crate::metrics::Metrics;
 use crate::retry::{Backoff, Gate};
 
 /// Retry settings.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// First back-off.
-    pub min_backoff: Duration,
+    pub(crate) min_backoff: Duration,
     /// Back-off cap.
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Attempts before giving up (records then go to the dead-letter topic); 0 = never.
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// Retry interval while misconfigured.
-    pub misconfig_interval: Duration,
+    pub(crate) misconfig_interval: Duration,
 }
 
 /// What every delivery task shares.
-pub struct Shared {
+pub(crate) struct Shared {
     /// The Loki client.
-    pub loki: LokiClient,
+    pub(crate) loki: LokiClient,
     /// The dead-letter writer.
-    pub dlq: DeadLetters,
+    pub(crate) dlq: DeadLetters,
     /// Metrics.
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Retry settings.
-    pub retry: RetryPolicy,
+    pub(crate) retry: RetryPolicy,
     /// Limits pushes in flight (held only while a request is outstanding).
-    pub permits: Semaphore,
+    pub(crate) permits: Semaphore,
     /// Loki-wide back-off after a push got no answer or a 5xx.
-    pub gate: Gate,
-    /// True while Loki answers 401/403/404.
-    pub misconfigured: AtomicBool,
-    /// Readiness (the `loki` check).
-    pub readiness: Arc<Readiness>,
+    pub(crate) gate: Gate,
+    /// Loki's health (readiness, misconfiguration).
+    pub(crate) health: Arc<LokiHealth>,
     /// Cancelled when shutdown gives up waiting: deliveries stop, offsets stay uncommitted.
-    pub abandon: CancellationToken,
+    pub(crate) abandon: CancellationToken,
 }
 
 impl std::fmt::Debug for Shared {
@@ -74,13 +72,13 @@ impl std::fmt::Debug for Shared {
 
 /// The result of delivering a batch.
 #[derive(Debug)]
-pub struct Completion {
+pub(crate) struct Completion {
     /// Positions now safely in Loki or the dead-letter topic.
-    pub delivered: Vec<Held>,
+    pub(crate) delivered: Vec<Held>,
     /// Records the batch held (delivered or not), to release from the buffer accounting.
-    pub records: usize,
+    pub(crate) records: usize,
     /// Bytes the batch held.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 enum Final {
@@ -93,29 +91,26 @@ enum Final {
 
 /// Delivers a batch; returns when each record is in Loki or the dead-letter topic, or when
 /// delivery was abandoned at shutdown (those positions are then not in `delivered`).
-pub async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion {
-    batch.sort();
+pub(crate) async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion {
+    batch.entries.sort_by_time();
     let records = batch.len();
-    let bytes = batch.bytes;
-    let labels = batch.labels.clone();
-    let oldest = batch.oldest_kafka_ms;
-    let mut work: Vec<(Vec<EntryAdapter>, Vec<Held>)> = vec![(
-        std::mem::take(&mut batch.entries),
-        std::mem::take(&mut batch.held),
-    )];
+    let bytes = batch.bytes();
+    let mut work: Vec<Range<usize>> = Vec::new();
+    work.push(0..records);
     let mut delivered = Vec::with_capacity(records);
     let mut letters: Vec<(DeadLetter, Held)> = Vec::new();
     let mut first = true;
-    while let Some((entries, held)) = work.pop() {
-        let (outcome, entries) = push_until_final(&shared, &labels, entries).await;
+    while let Some(range) = work.pop() {
+        let outcome = push_until_final(&shared, &batch, range.clone()).await;
+        let held = &batch.entries.tags()[range.clone()];
         match outcome {
             Final::Accepted => {
-                let n = entries.len();
-                let b: usize = entries.iter().map(entry_size).sum();
-                shared
-                    .metrics
-                    .pushed(n, b, if first { oldest } else { None });
-                delivered.extend(held);
+                shared.metrics.pushed(
+                    range.len(),
+                    batch.entries.bytes_of(range.clone()),
+                    if first { batch.oldest_kafka_ms } else { None },
+                );
+                delivered.extend_from_slice(held);
             }
             Final::Abandoned => {
                 return Completion {
@@ -124,33 +119,30 @@ pub async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion {
                     bytes,
                 };
             }
-            Final::Rejected(body) if entries.len() == 1 => {
+            Final::Rejected(body) if range.len() == 1 => {
                 let reason = rejection_reason(&body);
-                for (e, h) in entries.into_iter().zip(held) {
-                    shared
-                        .metrics
-                        .loki_rejected(reason, h.partition, h.offset, &body);
-                    letters.push((letter(e, reason, &body, h), h));
-                }
+                let h = held[0];
+                shared
+                    .metrics
+                    .loki_rejected(reason, h.partition, h.offset, &body);
+                letters.push((letter(&batch, range.start, reason, &body), h));
             }
-            Final::TooLarge if entries.len() == 1 => {
-                for (e, h) in entries.into_iter().zip(held) {
-                    let msg = "Loki answered 413 for a single entry";
-                    letters.push((letter(e, "request_too_large", msg, h), h));
-                }
+            Final::TooLarge if range.len() == 1 => {
+                let msg = "Loki answered 413 for a single entry";
+                letters.push((
+                    letter(&batch, range.start, "request_too_large", msg),
+                    held[0],
+                ));
             }
             Final::Rejected(_) | Final::TooLarge => {
-                let mid = entries.len() / 2;
-                let mut left = entries;
-                let right = left.split_off(mid);
-                let mut lheld = held;
-                let rheld = lheld.split_off(mid);
-                work.push((right, rheld));
-                work.push((left, lheld));
+                let mid = range.start + range.len() / 2;
+                work.push(mid..range.end);
+                work.push(range.start..mid);
             }
             Final::GaveUp(detail) => {
-                for (e, h) in entries.into_iter().zip(held) {
-                    letters.push((letter(e, "retries_exhausted", &detail, h), h));
+                for i in range {
+                    let h = batch.entries.tags()[i];
+                    letters.push((letter(&batch, i, "retries_exhausted", &detail), h));
                 }
             }
         }
@@ -169,9 +161,18 @@ pub async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion {
     }
 }
 
-fn letter(e: EntryAdapter, reason: &str, error: &str, h: Held) -> DeadLetter {
+/// The dead letter of entry `i` of the batch: its line, and why.
+fn letter(batch: &Batch, i: usize, reason: &str, error: &str) -> DeadLetter {
+    let h = batch.entries.tags()[i];
+    // The entry was encoded by this process, so it decodes; should it not, the letter still
+    // says where the record is (partition and offset) and why it is there.
+    let value = batch
+        .entries
+        .entry(i)
+        .map(|e| e.line.into_bytes())
+        .unwrap_or_default();
     DeadLetter {
-        value: e.line.into_bytes(),
+        value,
         key: None,
         reason: reason.to_owned(),
         error: error.to_owned(),
@@ -182,7 +183,7 @@ fn letter(e: EntryAdapter, reason: &str, error: &str, h: Held) -> DeadLetter {
 
 /// Loki's discard reason for a 400 text about one entry (for labelling only; decisions are
 /// made on status codes).
-pub fn rejection_reason(body: &str) -> &'static str {
+pub(crate) fn rejection_reason(body: &str) -> &'static str {
     if body.contains("max entry size") || body.contains("line too long") {
         "line_too_long"
     } else if body.contains("timestamp too old") {
@@ -200,65 +201,26 @@ pub fn rejection_reason(body: &str) -> &'static str {
     }
 }
 
-thread_local! {
-    /// Encode buffers reused by every push on this worker thread: a fresh megabyte per push
-    /// cost page faults and zeroing that showed as a tenth of the CPU.
-    static ENCODER: std::cell::RefCell<ProtobufEncoder> = std::cell::RefCell::new(ProtobufEncoder::new());
-}
-
-/// Encodes a push of `entries` (moved in and handed back, so nothing is copied).
-fn encode(
-    shared: &Shared,
-    labels: &str,
-    entries: Vec<EntryAdapter>,
-) -> (Result<Bytes, String>, Vec<EntryAdapter>) {
-    let mut push = PushRequest {
-        streams: vec![StreamAdapter {
-            labels: labels.to_owned(),
-            entries,
-            hash: 0,
-        }],
-    };
-    let body = ENCODER.with(|e| {
-        shared
-            .loki
-            .encode(&push, &mut e.borrow_mut())
-            .map_err(|e| e.to_string())
-    });
-    let entries = push.streams.pop().map(|s| s.entries).unwrap_or_default();
-    (body, entries)
-}
-
-async fn push_until_final(
-    shared: &Shared,
-    labels: &str,
-    entries: Vec<EntryAdapter>,
-) -> (Final, Vec<EntryAdapter>) {
-    let (body, entries) = encode(shared, labels, entries);
-    let body = match body {
+async fn push_until_final(shared: &Shared, batch: &Batch, range: Range<usize>) -> Final {
+    let body: Bytes = match shared.loki.encode(&batch.labels, &batch.entries, range) {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                Final::Rejected(format!("cannot encode the push: {e}")),
-                entries,
-            )
-        }
+        Err(e) => return Final::Rejected(format!("cannot encode the push: {e}")),
     };
     let mut backoff = Backoff::new(shared.retry.min_backoff, shared.retry.max_backoff);
     loop {
         if shared.abandon.is_cancelled() {
-            return (Final::Abandoned, entries);
+            return Final::Abandoned;
         }
         if let Some(open_at) = shared.gate.closed_until(tokio::time::Instant::now()) {
             tokio::select! {
                 _ = tokio::time::sleep_until(open_at) => {}
-                _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
+                _ = shared.abandon.cancelled() => return Final::Abandoned,
             }
             continue;
         }
         let permit = tokio::select! {
             p = shared.permits.acquire() => p,
-            _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
+            _ = shared.abandon.cancelled() => return Final::Abandoned,
         };
         // Another push may have closed the gate while this one waited for a permit.
         if shared
@@ -276,14 +238,10 @@ async fn push_until_final(
         let delay = match outcome {
             Outcome::Accepted => {
                 shared.gate.succeeded();
-                if shared.misconfigured.swap(false, Ordering::SeqCst) {
-                    shared.metrics.loki_misconfigured.set(0);
-                    shared.readiness.set("loki", true, "push accepted again");
-                    tracing::info!("Loki accepts pushes again; resuming");
-                }
-                return (Final::Accepted, entries);
+                shared.health.push_accepted();
+                return Final::Accepted;
             }
-            Outcome::Rejected { body, .. } => return (Final::Rejected(body), entries),
+            Outcome::Rejected { body, .. } => return Final::Rejected(body),
             Outcome::TooLarge => {
                 shared.metrics.push_retry(
                     RetryReason::TooLarge,
@@ -291,7 +249,7 @@ async fn push_until_final(
                     0,
                     "413: splitting",
                 );
-                return (Final::TooLarge, entries);
+                return Final::TooLarge;
             }
             Outcome::Retry {
                 reason,
@@ -301,7 +259,7 @@ async fn push_until_final(
                 if shared.retry.max_attempts > 0
                     && backoff.attempt() + 1 >= shared.retry.max_attempts
                 {
-                    return (Final::GaveUp(detail), entries);
+                    return Final::GaveUp(detail);
                 }
                 if matches!(reason, RetryReason::Network | RetryReason::ServerError) {
                     shared.gate.failed(tokio::time::Instant::now(), retry_after);
@@ -317,10 +275,7 @@ async fn push_until_final(
             }
             Outcome::Misconfigured { status, body } => {
                 let detail = format!("{status}: {body}");
-                if !shared.misconfigured.swap(true, Ordering::SeqCst) {
-                    shared.metrics.loki_misconfigured.set(1);
-                }
-                shared.readiness.set("loki", false, detail.clone());
+                shared.health.push_misconfigured(&detail);
                 let delay = shared.retry.misconfig_interval;
                 shared.metrics.push_retry(
                     RetryReason::Misconfigured,
@@ -333,7 +288,7 @@ async fn push_until_final(
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shared.abandon.cancelled() => return (Final::Abandoned, entries),
+            _ = shared.abandon.cancelled() => return Final::Abandoned,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! right across rebalances).
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -14,7 +14,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::TopicPartitionList;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
 use thiserror::Error;
 
@@ -243,10 +243,19 @@ fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
         .set("client.id", "logpipe-consumer")
-        // Fetch tuning, which KAFKA_EXTRA_PROPERTIES may override. Bound librdkafka's own
-        // prefetch so memory follows our buffer settings.
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.max.bytes", "8388608");
+        // Fetch tuning, which KAFKA_EXTRA_PROPERTIES may override. librdkafka holds a whole
+        // fetch response decompressed, plus ~400 bytes per message, until the loop has read
+        // it: smaller, more frequent fetches keep that bounded (2 MiB compressed is ~6 MB of
+        // lines) without slowing the drain. A broker answers a fetch at once when it has data;
+        // the wait only bounds how long an idle fetch is held (tansu holds every fetch for
+        // part of it, so with librdkafka's 500 ms it paced the drain).
+        .set("fetch.max.bytes", "2097152")
+        .set("fetch.wait.max.ms", "100")
+        .set("queued.max.messages.kbytes", "8192")
+        // When the prefetch queue is over its bound, librdkafka stops fetching for this long
+        // (default 1 s). The pipeline drains the queue in milliseconds, so a second's pause
+        // left the fetcher idle most of it: ~100k records every 1.6 s instead of a steady flow.
+        .set("fetch.queue.backoff.ms", "20");
     apply_extra_properties(&mut c, config);
     // What delivery depends on wins over the extra properties.
     c.set("group.id", &config.kafka_group_id)
@@ -302,6 +311,47 @@ fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(),
     }
 }
 
+/// Looks up, on a blocking thread (the group coordinator may be slow during a rebalance), where
+/// each newly assigned partition's fetch starts: its committed offset, or for a group without
+/// one the low watermark (with `auto.offset.reset=earliest`). The answer is sent on `tx`; a
+/// partition whose offsets cannot be read is left out (its start is then not checked for gaps).
+pub(crate) fn look_up_start_offsets(
+    consumer: Arc<LogConsumer>,
+    topic: String,
+    parts: Vec<i32>,
+    from_earliest: bool,
+    tx: tokio::sync::mpsc::UnboundedSender<Vec<(i32, i64)>>,
+) {
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = TopicPartitionList::new();
+        for p in &parts {
+            tpl.add_partition(&topic, *p);
+        }
+        let committed = match consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; the start of the assignment is not checked for gaps");
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            match e.offset() {
+                Offset::Offset(o) => out.push((e.partition(), o)),
+                _ if from_earliest => {
+                    if let Ok((low, _)) =
+                        consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(5))
+                    {
+                        out.push((e.partition(), low));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = tx.send(out);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +361,7 @@ mod tests {
         let config = ConsumerConfig {
             kafka_extra_properties: vec![
                 "queued.max.messages.kbytes=4096".into(),
-                "fetch.wait.max.ms = 100".into(),
+                "fetch.wait.max.ms = 250".into(),
                 "enable.auto.offset.store=true".into(),
                 "group.id=someone-else".into(),
             ],
@@ -319,11 +369,13 @@ mod tests {
         };
         let c = consumer_client_config(&config);
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
-        assert_eq!(c.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("250"));
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("group.id"), Some(config.kafka_group_id.as_str()));
         let defaults = consumer_client_config(&ConsumerConfig::default());
-        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some("16384"));
-        assert_eq!(defaults.get("fetch.wait.max.ms"), None);
+        assert_eq!(defaults.get("queued.max.messages.kbytes"), Some("8192"));
+        assert_eq!(defaults.get("fetch.max.bytes"), Some("2097152"));
+        assert_eq!(defaults.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(defaults.get("fetch.queue.backoff.ms"), Some("20"));
     }
 }

@@ -7,36 +7,45 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use schema::labels::{sanitize_label_name, sanitize_label_value, LabelPolicy, LabelSet};
 use schema::LogRecord;
 
 /// The value that replaces label values over the cardinality cap.
-pub const OVERFLOW_VALUE: &str = "other";
+pub(crate) const OVERFLOW_VALUE: &str = "other";
+
+/// A stream this consumer pushes to: an index into [`LabelResolver`]'s table, so batches and
+/// per-stream state are found without hashing label strings per record.
+pub(crate) type StreamId = u32;
 
 /// Labels of one record.
 #[derive(Debug, Clone)]
-pub struct Resolved {
-    /// The label selector string, shared by every record of the stream.
-    pub labels: Arc<str>,
-    /// Metadata to add when a value was folded into `other`.
-    pub overflow: Vec<(String, String)>,
+pub(crate) struct Resolved {
+    /// The record's stream.
+    pub(crate) stream: StreamId,
+    /// Metadata to add when a value was folded into `other` (empty, and not allocated,
+    /// otherwise).
+    pub(crate) overflow: Vec<(String, String)>,
 }
 
 /// Resolves records to label sets under a policy, with the cardinality guard.
 #[derive(Debug)]
-pub struct LabelResolver {
+pub(crate) struct LabelResolver {
     policy: LabelPolicy,
     max_sets: usize,
     /// Record-derived values (by label) seen so far.
     known_values: HashMap<String, HashSet<String>>,
-    sets: HashSet<Arc<str>>,
-    /// Fast path cache: (service, level) → labels, when the policy labels exactly those.
-    fast: Option<HashMap<String, [Option<Arc<str>>; 6]>>,
+    /// Label string → stream.
+    ids: HashMap<Arc<str>, StreamId>,
+    /// Stream → label string.
+    streams: Vec<Arc<str>>,
+    /// Fast path cache: (service, level) → stream, when the policy labels exactly those.
+    fast: Option<FxHashMap<Box<str>, [Option<StreamId>; 6]>>,
 }
 
 impl LabelResolver {
     /// A resolver for `policy`, allowing `max_sets` distinct label sets.
-    pub fn new(policy: LabelPolicy, max_sets: usize) -> Self {
+    pub(crate) fn new(policy: LabelPolicy, max_sets: usize) -> Self {
         let simple = policy
             .record_labels
             .iter()
@@ -45,36 +54,44 @@ impl LabelResolver {
             policy,
             max_sets,
             known_values: HashMap::new(),
-            sets: HashSet::new(),
-            fast: simple.then(HashMap::new),
+            ids: HashMap::new(),
+            streams: Vec::new(),
+            fast: simple.then(FxHashMap::default),
         }
     }
 
     /// Distinct label sets seen.
-    pub fn distinct_sets(&self) -> usize {
-        self.sets.len()
+    pub(crate) fn distinct_sets(&self) -> usize {
+        self.streams.len()
     }
 
-    /// The labels of a record.
-    pub fn resolve(&mut self, record: &LogRecord<'_>) -> Resolved {
-        let level_idx = record.level as usize;
-        if let Some(fast) = &self.fast {
-            if let Some(Some(labels)) = fast.get(record.service.as_ref()).map(|a| &a[level_idx]) {
-                return Resolved {
-                    labels: labels.clone(),
-                    overflow: Vec::new(),
-                };
-            }
+    /// The label selector string of a stream.
+    pub(crate) fn labels(&self, stream: StreamId) -> &Arc<str> {
+        &self.streams[stream as usize]
+    }
+
+    /// The stream of a record.
+    pub(crate) fn resolve(&mut self, record: &LogRecord<'_>) -> Resolved {
+        let level_idx = record.level.index();
+        if let Some(Some(stream)) = self
+            .fast
+            .as_ref()
+            .and_then(|fast| fast.get(record.service.as_ref()))
+            .map(|a| a[level_idx])
+        {
+            return Resolved {
+                stream,
+                overflow: Vec::new(),
+            };
         }
         let mut set = self.policy.labels_for(record);
         let mut overflow = Vec::new();
-        let key: Arc<str> = Arc::from(set.to_string());
-        let key = if self.sets.contains(&key) {
-            self.sets.get(&key).cloned().unwrap_or(key)
-        } else if self.sets.len() < self.max_sets {
+        let key = set.to_string();
+        let stream = if let Some(&id) = self.ids.get(key.as_str()) {
+            id
+        } else if self.streams.len() < self.max_sets {
             self.remember(&set);
-            self.sets.insert(key.clone());
-            key
+            self.intern(key)
         } else {
             // Over the cap: fold every record-derived value not seen before into `other`.
             for field in &self.policy.record_labels {
@@ -91,27 +108,29 @@ impl LabelResolver {
                     set.insert(name, OVERFLOW_VALUE);
                 }
             }
-            let folded: Arc<str> = Arc::from(set.to_string());
-            match self.sets.get(&folded) {
-                Some(existing) => existing.clone(),
-                None => {
-                    // The folded set itself is new: allow it (its values are bounded by the
-                    // known ones plus `other`).
-                    self.sets.insert(folded.clone());
-                    folded
-                }
+            // The folded set may itself be new: allow it (its values are bounded by the known
+            // ones plus `other`).
+            let folded = set.to_string();
+            match self.ids.get(folded.as_str()) {
+                Some(&id) => id,
+                None => self.intern(folded),
             }
         };
         if overflow.is_empty() {
             if let Some(fast) = &mut self.fast {
-                fast.entry(record.service.to_string())
-                    .or_insert_with(Default::default)[level_idx] = Some(key.clone());
+                fast.entry(record.service.as_ref().into())
+                    .or_insert_with(Default::default)[level_idx] = Some(stream);
             }
         }
-        Resolved {
-            labels: key,
-            overflow,
-        }
+        Resolved { stream, overflow }
+    }
+
+    fn intern(&mut self, labels: String) -> StreamId {
+        let labels: Arc<str> = Arc::from(labels);
+        let id = StreamId::try_from(self.streams.len()).unwrap_or(StreamId::MAX);
+        self.streams.push(labels.clone());
+        self.ids.insert(labels, id);
+        id
     }
 
     fn remember(&mut self, set: &LabelSet) {
@@ -139,9 +158,9 @@ mod tests {
         let a = rec("api", "info");
         let first = r.resolve(&parse_record(&a).unwrap());
         let second = r.resolve(&parse_record(&a).unwrap());
-        assert!(Arc::ptr_eq(&first.labels, &second.labels));
+        assert_eq!(first.stream, second.stream);
         assert_eq!(
-            &*first.labels,
+            &**r.labels(first.stream),
             r#"{environment="dev", level="info", service="api", source="kafka"}"#
         );
     }
@@ -152,11 +171,8 @@ mod tests {
         r.resolve(&parse_record(&rec("a", "info")).unwrap());
         r.resolve(&parse_record(&rec("b", "info")).unwrap());
         let over = r.resolve(&parse_record(&rec("c", "info")).unwrap());
-        assert!(
-            over.labels.contains(r#"service="other""#),
-            "{}",
-            over.labels
-        );
+        let labels = r.labels(over.stream);
+        assert!(labels.contains(r#"service="other""#), "{labels}");
         assert_eq!(over.overflow, vec![("original_service".into(), "c".into())]);
         // A known service at a known level still resolves normally.
         let known = r.resolve(&parse_record(&rec("a", "info")).unwrap());

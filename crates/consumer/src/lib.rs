@@ -2,23 +2,29 @@
 //! pushes and commits offsets only after Loki (or the dead-letter topic) has the data
 //! (DESIGN.md, "Delivery semantics"; LOKI.md).
 //!
-//! [`run`] wires the pieces: [`kafka`] (group client, rebalances, lag), [`pipeline`] (the consume
-//! loop), [`batch`], [`labels`], [`deliver`] (retries and 400 bisection), [`loki`] (the client),
-//! [`dlq`], [`offsets`], [`metrics`] and the admin server from the `service` crate.
+//! [`run`] wires the pieces: `kafka` (group client, rebalances, lag, start offsets), `pipeline`
+//! (the consume loop) with `intake` (message → entry of a stream's batch), `labels`, `batch`,
+//! `flow` (backpressure), `gaps` (offset gap repair) and `offsets`; `inflight` and `deliver`
+//! (retries and 400 bisection), `loki` (the client), `health` (Loki's health, one owner),
+//! `dlq`, `retry`, [`metrics`] and the admin server from the `service` crate.
 
-pub mod batch;
+mod batch;
 pub mod config;
-pub mod deliver;
-pub mod dlq;
-pub mod kafka;
-pub mod labels;
-pub mod loki;
+mod deliver;
+mod dlq;
+mod flow;
+mod gaps;
+mod health;
+mod inflight;
+mod intake;
+mod kafka;
+mod labels;
+mod loki;
 pub mod metrics;
-pub mod offsets;
-pub mod pipeline;
-pub mod retry;
+mod offsets;
+mod pipeline;
+mod retry;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use service::admin::{self, AdminState, Readiness};
@@ -27,6 +33,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConsumerConfig;
+pub use kafka::KafkaSetupError;
+pub use loki::ClientError;
 pub use metrics::Metrics;
 pub use pipeline::Summary;
 
@@ -43,13 +51,13 @@ pub enum RunError {
     },
     /// Kafka could not be set up (unreachable, topic missing, bad settings).
     #[error(transparent)]
-    Kafka(#[from] kafka::KafkaSetupError),
+    Kafka(#[from] KafkaSetupError),
     /// The dead-letter producer could not be created.
     #[error("dead-letter producer: {0}")]
     Dlq(rdkafka::error::KafkaError),
     /// The Loki client could not be built.
     #[error(transparent)]
-    Loki(#[from] loki::ClientError),
+    Loki(#[from] ClientError),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -80,7 +88,7 @@ pub async fn run(
     )?;
     let readiness = Readiness::new();
     readiness.set("kafka", false, "starting");
-    readiness.set("loki", false, "not checked yet");
+    let health = Arc::new(health::LokiHealth::new(readiness.clone(), metrics.clone()));
     let listener = admin::bind(config.http_listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -125,13 +133,12 @@ pub async fn run(
         },
         permits: Semaphore::new(config.max_in_flight_pushes),
         gate: retry::Gate::new(config.retry_min_backoff, config.retry_max_backoff),
-        misconfigured: AtomicBool::new(false),
-        readiness: readiness.clone(),
+        health: health.clone(),
         abandon: CancellationToken::new(),
     });
-    let ready_task = tokio::spawn(watch_loki(
+    let ready_task = tokio::spawn(health::watch(
         loki,
-        shared.clone(),
+        health,
         config.loki_ready_interval,
         shutdown.clone(),
     ));
@@ -142,7 +149,7 @@ pub async fn run(
         cooperative = config.feature_new_consumer,
         "consumer started"
     );
-    let summary = pipeline::Pipeline::new(Arc::new(consumer), shared, &config)
+    let summary = pipeline::Pipeline::new(Arc::new(consumer), shared, readiness.clone(), &config)
         .run(shutdown)
         .await;
     readiness.set_draining();
@@ -150,32 +157,4 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(summary)
-}
-
-/// Keeps the `loki` readiness check current (unless a push found Loki misconfigured, which
-/// only a successful push clears).
-async fn watch_loki(
-    loki: loki::LokiClient,
-    shared: Arc<deliver::Shared>,
-    every: std::time::Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let result = loki.ready().await;
-        if shared
-            .misconfigured
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            continue;
-        }
-        match result {
-            Ok(()) => shared.readiness.set("loki", true, "ready"),
-            Err(e) => shared.readiness.set("loki", false, e),
-        }
-    }
 }

@@ -9,6 +9,8 @@ use prometheus::{
 use schema::kafka::WireError;
 use schema::loki::limits::Discard;
 
+pub use crate::loki::RetryReason;
+
 /// Label value of `service` in `ingestion_errors_total`.
 pub const SERVICE: &str = "consumer";
 
@@ -19,42 +21,6 @@ pub const EXTRA_DLQ_REASONS: [&str; 2] = ["loki_rejected", "retries_exhausted"];
 const PUSH_STATUSES: [&str; 9] = [
     "204", "400", "401", "403", "404", "413", "429", "500", "network",
 ];
-
-/// Why a push is retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
-    /// 429.
-    RateLimited,
-    /// 5xx.
-    ServerError,
-    /// Connection or timeout.
-    Network,
-    /// 401/403/404.
-    Misconfigured,
-    /// 413: the batch is split.
-    TooLarge,
-}
-
-impl RetryReason {
-    const ALL: [RetryReason; 5] = [
-        RetryReason::RateLimited,
-        RetryReason::ServerError,
-        RetryReason::Network,
-        RetryReason::Misconfigured,
-        RetryReason::TooLarge,
-    ];
-
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::RateLimited => "rate_limited",
-            RetryReason::ServerError => "server_error",
-            RetryReason::Network => "network",
-            RetryReason::Misconfigured => "misconfigured",
-            RetryReason::TooLarge => "too_large",
-        }
-    }
-}
 
 /// The consumer's metrics.
 #[derive(Clone)]

@@ -8,10 +8,12 @@
 //! *generation*: acknowledgements for a partition that was revoked (and maybe re-assigned) since
 //! are ignored, so a late ack can never move a new owner's offsets.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 /// Identifies one assignment of one partition to this consumer.
-pub type Generation = u64;
+pub(crate) type Generation = u64;
 
 /// The watermark state of one partition.
 #[derive(Debug)]
@@ -26,7 +28,7 @@ struct Partition {
 
 /// What [`OffsetTracker::track`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Track {
+pub(crate) enum Track {
     /// The record is now held; its partition's generation.
     Tracked(Generation),
     /// Offsets between the last one received and this one never arrived: the caller must
@@ -91,19 +93,19 @@ impl Partition {
 
 /// Watermarks of every assigned partition.
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
-    partitions: HashMap<i32, Partition>,
+pub(crate) struct OffsetTracker {
+    partitions: FxHashMap<i32, Partition>,
     next_generation: Generation,
 }
 
 impl OffsetTracker {
     /// An empty tracker.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Starts tracking a newly assigned partition; returns its generation.
-    pub fn assign(&mut self, partition: i32) -> Generation {
+    pub(crate) fn assign(&mut self, partition: i32) -> Generation {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.partitions.insert(
@@ -120,7 +122,7 @@ impl OffsetTracker {
 
     /// Sets where a newly assigned partition's first record must be (its committed offset):
     /// a first record past it is then a gap, not a silent start further on.
-    pub fn start_at(&mut self, partition: i32, offset: i64) {
+    pub(crate) fn start_at(&mut self, partition: i32, offset: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
             if !p.started {
                 p.started = true;
@@ -130,18 +132,13 @@ impl OffsetTracker {
     }
 
     /// Forgets a revoked partition; acks for it are ignored from now on.
-    pub fn revoke(&mut self, partition: i32) {
+    pub(crate) fn revoke(&mut self, partition: i32) {
         self.partitions.remove(&partition);
-    }
-
-    /// The current generation of a partition, if assigned.
-    pub fn generation(&self, partition: i32) -> Option<Generation> {
-        self.partitions.get(&partition).map(|p| p.generation)
     }
 
     /// Records that `offset` was received and is now held. Offsets arrive in order per
     /// partition; a jump forward is reported as a [`Track::Gap`] unless `accept_gap`.
-    pub fn track(&mut self, partition: i32, offset: i64, accept_gap: bool) -> Track {
+    pub(crate) fn track(&mut self, partition: i32, offset: i64, accept_gap: bool) -> Track {
         if !self.partitions.contains_key(&partition) {
             self.assign(partition);
         }
@@ -153,7 +150,7 @@ impl OffsetTracker {
 
     /// Per assigned partition, the offset after the newest one received (where fetching must
     /// continue), for partitions that received anything.
-    pub fn positions(&self) -> Vec<(i32, i64)> {
+    pub(crate) fn positions(&self) -> Vec<(i32, i64)> {
         self.partitions
             .iter()
             .filter_map(|(k, p)| p.next_expected().map(|o| (*k, o)))
@@ -162,7 +159,7 @@ impl OffsetTracker {
 
     /// Marks offsets delivered; returns the partitions whose next-to-commit offset moved, with
     /// that offset. Offsets of another generation are ignored.
-    pub fn complete<I>(&mut self, offsets: I) -> Vec<(i32, i64)>
+    pub(crate) fn complete<I>(&mut self, offsets: I) -> Vec<(i32, i64)>
     where
         I: IntoIterator<Item = (i32, Generation, i64)>,
     {
@@ -189,18 +186,12 @@ impl OffsetTracker {
     }
 
     /// Records held (received, not yet delivered) per partition.
-    pub fn held(&self) -> Vec<(i32, usize)> {
+    #[cfg(test)]
+    fn held(&self) -> Vec<(i32, usize)> {
         self.partitions
             .iter()
             .map(|(k, p)| (*k, p.done.iter().filter(|d| !**d).count()))
             .collect()
-    }
-
-    /// Assigned partitions.
-    pub fn partitions(&self) -> Vec<i32> {
-        let mut v: Vec<i32> = self.partitions.keys().copied().collect();
-        v.sort_unstable();
-        v
     }
 }
 

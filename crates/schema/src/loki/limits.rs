@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::proto::{EntryAdapter, LabelPairAdapter};
+use super::proto::EntryAdapter;
 use crate::labels::{is_valid_label_name, LabelSet};
 
 /// Loki's per-tenant limits that a push is checked against. Defaults are Loki's.
@@ -216,7 +216,34 @@ pub fn check_entry(
     newest_in_stream: Option<i64>,
     limits: &Limits,
 ) -> Result<(), Rejection> {
-    let ts = entry.nanos();
+    check_entry_parts(
+        labels,
+        entry.nanos(),
+        entry.line.len(),
+        entry
+            .structured_metadata
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str())),
+        (now, newest_in_stream),
+        limits,
+    )
+}
+
+/// [`check_entry`] on an entry's parts (timestamp in ns, line length in bytes, structured
+/// metadata pairs), for callers that never build an [`EntryAdapter`]. `clock` is
+/// `(now, newest_in_stream)` as in [`check_entry`].
+pub fn check_entry_parts<'m, M>(
+    labels: &str,
+    ts: i64,
+    line_len: usize,
+    metadata: M,
+    clock: (i64, Option<i64>),
+    limits: &Limits,
+) -> Result<(), Rejection>
+where
+    M: Iterator<Item = (&'m str, &'m str)> + Clone,
+{
+    let (now, newest_in_stream) = clock;
     let max_age = duration_nanos(limits.reject_old_samples_max_age);
     if limits.reject_old_samples && ts < now.saturating_sub(max_age) {
         return Err(reject(
@@ -237,17 +264,17 @@ pub fn check_entry(
             ),
         ));
     }
-    if entry.line.len() > limits.max_line_size {
+    if line_len > limits.max_line_size {
         return Err(reject(
             Discard::LineTooLong,
             format!(
                 "max entry size '{}' bytes exceeded for stream '{labels}' while adding an entry with length '{}' bytes",
                 limits.max_line_size,
-                entry.line.len()
+                line_len
             ),
         ));
     }
-    check_metadata(labels, &entry.structured_metadata, limits)?;
+    check_metadata(labels, metadata, limits)?;
     if let Some(newest) = newest_in_stream {
         let cutoff = newest.saturating_sub(duration_nanos(limits.max_behind()));
         if ts < cutoff {
@@ -265,22 +292,22 @@ pub fn check_entry(
     Ok(())
 }
 
-fn check_metadata(
+fn check_metadata<'m>(
     labels: &str,
-    metadata: &[LabelPairAdapter],
+    metadata: impl Iterator<Item = (&'m str, &'m str)> + Clone,
     limits: &Limits,
 ) -> Result<(), Rejection> {
-    if metadata.len() > limits.max_structured_metadata_entries {
+    let count = metadata.clone().count();
+    if count > limits.max_structured_metadata_entries {
         return Err(reject(
             Discard::StructuredMetadataTooMany,
             format!(
-                "stream '{labels}' has too many structured metadata labels: '{}', limit: '{}'",
-                metadata.len(),
+                "stream '{labels}' has too many structured metadata labels: '{count}', limit: '{}'",
                 limits.max_structured_metadata_entries
             ),
         ));
     }
-    let size: usize = metadata.iter().map(|p| p.name.len() + p.value.len()).sum();
+    let size: usize = metadata.map(|(n, v)| n.len() + v.len()).sum();
     if size > limits.max_structured_metadata_size {
         return Err(reject(
             Discard::StructuredMetadataTooLarge,
@@ -323,7 +350,7 @@ fn rfc3339(nanos: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loki::proto::Timestamp;
+    use crate::loki::proto::{LabelPairAdapter, Timestamp};
 
     const NOW: i64 = 1_800_000_000_000_000_000;
     const L: &str = r#"{service="api"}"#;

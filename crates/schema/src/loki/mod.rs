@@ -5,6 +5,7 @@
 //! implementation with the consumer.
 
 pub mod codec;
+pub mod encoded;
 pub mod limits;
 pub mod proto;
 
