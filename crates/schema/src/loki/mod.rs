@@ -5,7 +5,10 @@
 //! implementation with the consumer.
 
 pub mod codec;
+pub mod go_text;
+pub mod label_text;
 pub mod limits;
+pub mod metadata;
 pub mod proto;
 
 use std::collections::HashMap;
