@@ -307,16 +307,7 @@ pub fn encode_json_gzip(push: &PushRequest) -> Result<Vec<u8>, EncodeError> {
 /// bytes ([`DecodeError::TooLarge`] beyond `max_decompressed`); errors carry Go's texts
 /// (`gzip: invalid header`, `EOF`, `unexpected EOF`).
 pub fn gunzip(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, DecodeError> {
-    if body.is_empty() {
-        return Err(DecodeError::Gzip("EOF".to_owned()));
-    }
-    // Go reads the 10-byte header first, then checks it.
-    if body.len() < 10 {
-        return Err(DecodeError::Gzip("unexpected EOF".to_owned()));
-    }
-    if body[0] != 0x1f || body[1] != 0x8b || body[2] != 8 {
-        return Err(DecodeError::Gzip("gzip: invalid header".to_owned()));
-    }
+    check_gzip_header(body)?;
     let mut out = Vec::new();
     let read = flate2::read::GzDecoder::new(body)
         .take((max_decompressed as u64).saturating_add(1))
@@ -332,6 +323,44 @@ pub fn gunzip(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, DecodeErr
             std::io::ErrorKind::UnexpectedEof => "unexpected EOF".to_owned(),
             _ if e.to_string().contains("checksum") => "gzip: invalid checksum".to_owned(),
             _ if e.to_string().contains("header") => "gzip: invalid header".to_owned(),
+            _ => "flate: corrupt input".to_owned(),
+        })
+    })?;
+    Ok(out)
+}
+
+/// Checks a gzip header as Go's `gzip.NewReader` does before reading anything else (Loki does
+/// that before it looks at the `Content-Type`): `EOF`, `unexpected EOF`, `gzip: invalid header`.
+pub fn check_gzip_header(body: &[u8]) -> Result<(), DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::Gzip("EOF".to_owned()));
+    }
+    // Go reads the 10-byte header first, then checks it.
+    if body.len() < 10 {
+        return Err(DecodeError::Gzip("unexpected EOF".to_owned()));
+    }
+    if body[0] != 0x1f || body[1] != 0x8b || body[2] != 8 {
+        return Err(DecodeError::Gzip("gzip: invalid header".to_owned()));
+    }
+    Ok(())
+}
+
+/// Inflates a raw deflate body (`Content-Encoding: deflate`), reading at most
+/// `max_decompressed + 1` bytes.
+pub fn inflate(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    let read = flate2::read::DeflateDecoder::new(body)
+        .take((max_decompressed as u64).saturating_add(1))
+        .read_to_end(&mut out);
+    if out.len() > max_decompressed {
+        return Err(DecodeError::TooLarge {
+            size: out.len(),
+            max: max_decompressed,
+        });
+    }
+    read.map_err(|e| {
+        DecodeError::Gzip(match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => "unexpected EOF".to_owned(),
             _ => "flate: corrupt input".to_owned(),
         })
     })?;

@@ -409,6 +409,32 @@ pub fn check_entry(
     newest_in_stream: Option<i64>,
     limits: &Limits,
 ) -> Result<(), Rejection> {
+    check_entry_in_distributor(labels, entry, now, limits)?;
+    let ts = entry.nanos();
+    if let Some(newest) = newest_in_stream {
+        let cutoff = newest.saturating_sub(duration_nanos(limits.max_behind()));
+        if ts < cutoff {
+            return Err(reject(
+                Discard::TooFarBehind,
+                too_far_behind_message(ts, cutoff),
+            ));
+        }
+    }
+    match before_schema_start(ts, limits) {
+        Some(rejection) => Err(rejection),
+        None => Ok(()),
+    }
+}
+
+/// The checks Loki's distributor applies to an entry, in its order: age, future, line size,
+/// structured metadata size and count, then the metadata names (whose failure, a
+/// [`Discard::InvalidMetadataName`], fails the whole push).
+pub fn check_entry_in_distributor(
+    labels: &str,
+    entry: &EntryAdapter,
+    now: i64,
+    limits: &Limits,
+) -> Result<(), Rejection> {
     let ts = entry.nanos();
     let max_age = duration_nanos(limits.reject_old_samples_max_age);
     let oldest = now.saturating_sub(max_age);
@@ -441,28 +467,22 @@ pub fn check_entry(
             ),
         ));
     }
-    check_metadata(labels, entry, limits)?;
-    if let Some(newest) = newest_in_stream {
-        let cutoff = newest.saturating_sub(duration_nanos(limits.max_behind()));
-        if ts < cutoff {
-            return Err(reject(
-                Discard::TooFarBehind,
-                too_far_behind_message(ts, cutoff),
-            ));
-        }
-    }
-    let schema_start = model_time_millis(limits.schema_start.as_nanos());
+    check_metadata(labels, entry, limits)
+}
+
+/// Loki's ingester refusing to create a stream for an entry at `ts` (the oldest of the stream
+/// in the push): `failed to create stream: no schema config found for time …` (a 500).
+pub fn before_schema_start(ts: i64, limits: &Limits) -> Option<Rejection> {
     let millis = model_time_millis(ts);
-    if millis < schema_start {
-        return Err(reject(
+    (millis < model_time_millis(limits.schema_start.as_nanos())).then(|| {
+        reject(
             Discard::BeforeSchemaStart,
             format!(
                 "failed to create stream: no schema config found for time {}",
                 model_time(millis)
             ),
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Loki's text for one entry refused as too far behind, as its ingester lists it.
