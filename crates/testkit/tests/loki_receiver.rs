@@ -1071,6 +1071,221 @@ async fn tenants_are_isolated_in_pushes_queries_and_labels() {
         .contains("loki_discarded_samples_total{reason=\"rate_limited\",tenant=\"tenant-b\"} 0"));
 }
 
+#[tokio::test]
+async fn categorized_labels_show_normalised_metadata_and_detected_level() {
+    // Recorded: sm-name-normalisation, sm-level-detection.
+    let loki = spawn_default().await;
+    let t = now();
+    let p = request(vec![stream(
+        r#"{service="api", level="warn"}"#,
+        vec![with_metadata(
+            entry(t, "x"),
+            &[("trace.id", "1"), ("1abc", "2"), ("a__b", "3"), ("e", "")],
+        )],
+    )]);
+    assert_eq!(push(&loki, &p).await.status, StatusCode::NO_CONTENT);
+    let a = client()
+        .get(format!("{}/loki/api/v1/query_range", loki.url()))
+        .header("X-Loki-Response-Encoding-Flags", "categorize-labels")
+        .query(&[("query", r#"{service="api"}"#)])
+        .send()
+        .await
+        .unwrap();
+    let v: Value = a.json().await.unwrap();
+    let result = &v["data"]["result"][0];
+    assert_eq!(
+        result["stream"],
+        serde_json::json!({"level": "warn", "service": "api", "service_name": "api"})
+    );
+    assert_eq!(
+        result["values"][0][2]["structuredMetadata"],
+        serde_json::json!({"a_b": "3", "detected_level": "warn", "key_1abc": "2", "trace_id": "1"})
+    );
+    // The handle shows what the client sent, as Loki stores it, without detected_level.
+    let stored = &loki.entries("fake")[0];
+    let mut metadata = stored.metadata.clone();
+    metadata.sort();
+    assert_eq!(
+        metadata,
+        [
+            ("a_b".to_owned(), "3".to_owned()),
+            ("key_1abc".to_owned(), "2".to_owned()),
+            ("trace_id".to_owned(), "1".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn series_lists_the_selected_streams_with_entries_in_range() {
+    let (loki, t) = seeded().await;
+    let a = get(
+        &loki,
+        "/loki/api/v1/series",
+        None,
+        &[
+            ("match[]", r#"{service="api"}"#),
+            ("start", &(t - SEC).to_string()),
+            ("end", &(t + 10 * SEC).to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        json(&a)["data"],
+        serde_json::json!([
+            {"level": "error", "service": "api", "service_name": "api"},
+            {"level": "info", "service": "api", "service_name": "api"}
+        ])
+    );
+    let a = get(
+        &loki,
+        "/loki/api/v1/series",
+        None,
+        &[
+            ("match[]", r#"{service="api"}"#),
+            ("start", &(t - 2 * HOUR).to_string()),
+            ("end", &(t - HOUR).to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(json(&a)["data"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn queries_see_only_entries_within_query_ingesters_within() {
+    // Recorded: ts-old-48h is accepted but cannot be queried back.
+    let loki = spawn(LokiConfig {
+        limits: schema::loki::limits::Limits {
+            reject_old_samples: false,
+            ..schema::loki::limits::Limits::default()
+        },
+        ..LokiConfig::default()
+    })
+    .await;
+    let old = now() - 48 * HOUR;
+    let p = single(r#"{service="old"}"#, entry(old, "two days ago"));
+    assert_eq!(push(&loki, &p).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(loki.entries("fake").len(), 1);
+    let range = [
+        ("query", r#"{service="old"}"#),
+        ("start", &(old - SEC).to_string()),
+        ("end", &(old + SEC).to_string()),
+    ];
+    let got = query_range(&loki, None, &range).await;
+    assert!(got.is_empty(), "{got:?}");
+    let all = spawn(LokiConfig {
+        query_ingesters_within: Duration::ZERO,
+        ..loki.config().clone()
+    })
+    .await;
+    assert_eq!(push(&all, &p).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        result_lines(&query_range(&all, None, &range).await),
+        ["two days ago"]
+    );
+}
+
+#[tokio::test]
+async fn permanent_failures_answer_500() {
+    // Recorded: ts-zero-new-stream, sm-name-empty.
+    let loki = spawn(LokiConfig {
+        limits: schema::loki::limits::Limits {
+            reject_old_samples: false,
+            ..schema::loki::limits::Limits::default()
+        },
+        ..LokiConfig::default()
+    })
+    .await;
+    let a = push(&loki, &single(r#"{service="api"}"#, entry(0, "epoch"))).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        a.body,
+        "rpc error: code = Unknown desc = failed to create stream: no schema config found for time 0\n"
+    );
+    let e = with_metadata(entry(now(), "x"), &[("", "v")]);
+    let a = push(&loki, &single(r#"{service="api"}"#, e)).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(a.body, "label name is empty\n");
+    assert!(loki.entries("fake").is_empty());
+    let stats = loki.stats();
+    assert_eq!(stats.discarded_for(Discard::BeforeSchemaStart), 1);
+    assert_eq!(stats.discarded_for(Discard::InvalidMetadataName), 1);
+}
+
+#[tokio::test]
+async fn an_earlier_streams_refused_entry_is_answered_204() {
+    // Recorded: too-far-behind-masked; swapped, too-far-behind-last-stream answers 400.
+    let loki = spawn_default().await;
+    let t = now();
+    let masked = request(vec![
+        stream(
+            r#"{s="1"}"#,
+            vec![entry(t, "s1 now"), entry(t - 61 * MIN, "s1 61m ago")],
+        ),
+        stream(r#"{s="2"}"#, vec![entry(t, "s2 now")]),
+    ]);
+    assert_eq!(push(&loki, &masked).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(lines(&loki.entries("fake")), ["s1 now", "s2 now"]);
+    assert_eq!(loki.stats().discarded_for(Discard::TooFarBehind), 1);
+    let last = request(vec![
+        stream(r#"{s="3"}"#, vec![entry(t, "s3 now")]),
+        stream(
+            r#"{s="4"}"#,
+            vec![entry(t, "s4 now"), entry(t - 61 * MIN, "s4 61m ago")],
+        ),
+    ]);
+    let a = push(&loki, &last).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.body.ends_with("user 'fake', total ignored: 1 out of 2 for stream: {s=\"4\", service_name=\"unknown_service\"}\n"),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn json_label_names_are_pasted_unquoted_as_loki_does() {
+    // Recorded: json-label-name-injection stores two labels.
+    let loki = spawn_default().await;
+    let body = format!(
+        r#"{{"streams":[{{"stream":{{"case":"j","x=\"1\", injected":"2"}},"values":[["{}","x"]]}}]}}"#,
+        now()
+    );
+    let a = post(
+        &loki,
+        Some("application/json"),
+        None,
+        None,
+        body.into_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let stored = &loki.entries("fake")[0];
+    assert_eq!(stored.labels.get("x"), Some("1"));
+    assert_eq!(stored.labels.get("injected"), Some("2"));
+}
+
+#[tokio::test]
+async fn a_quoted_label_name_is_stored_but_cannot_be_queried() {
+    // Recorded: pb-labels-quoted-name-dot.
+    let loki = spawn_default().await;
+    let p = single(r#"{case="q", "a.b"="c"}"#, entry(now(), "x"));
+    assert_eq!(push(&loki, &p).await.status, StatusCode::NO_CONTENT);
+    let a = get(
+        &loki,
+        "/loki/api/v1/query_range",
+        None,
+        &[("query", r#"{case="q"}"#)],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        a.body,
+        "could not write JSON response: 1:3: parse error: unexpected character inside braces: '.'\n"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Faults
 
