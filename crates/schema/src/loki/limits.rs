@@ -47,12 +47,14 @@ pub const DEFAULT_DISCOVER_SERVICE_NAME: [&str; 13] = [
     "k8s_job_name",
 ];
 
-/// The start of the schema in our Loki configuration (`deploy/loki`, and the conformance
-/// corpus' `loki-config.yaml`: `schema_config.configs[0].from: 2020-10-24`), in nanoseconds.
+/// The start of the schema in the Loki the conformance corpus was recorded from (its
+/// `loki-config.yaml`: `schema_config.configs[0].from: 2020-10-24`, the date of Loki's own
+/// example configurations), in nanoseconds. A deployment whose first period starts later (our
+/// `deploy/loki/config.yaml` says `2024-01-01`) must configure its own.
 pub const DEFAULT_SCHEMA_START_NANOS: i64 = 1_603_497_600_000_000_000;
 
 /// Loki's per-tenant limits that a push is checked against. Defaults are Loki's, except
-/// `schema_start`, which is our Loki configuration's.
+/// `schema_start`, which is the recorded Loki's ([`DEFAULT_SCHEMA_START_NANOS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// `max_line_size`: longest accepted line in bytes (256 KiB); 0 for no limit.
