@@ -284,7 +284,8 @@ fn stored_metadata(entry: &EntryAdapter) -> Option<BTreeMap<String, String>> {
     Some(
         normalize_structured_metadata(&entry.structured_metadata)
             .ok()?
-            .into_iter()
+            .iter()
+            .cloned()
             .filter(|p| p.name != DETECTED_LEVEL)
             .map(|p| (p.name, p.value))
             .collect(),

@@ -102,10 +102,11 @@ fn is_normalized(name: &str) -> bool {
 /// normalised by [`normalize_metadata_name`], pairs with an empty value dropped, `U+FFFD`
 /// removed from values, and for names that collide the value of the last pair that was renamed
 /// (or, if none was, the one sent). This is Prometheus' `labels.Builder` as Loki drives it, so
-/// the order is the one sent when nothing changes and by name otherwise.
+/// the order is the one sent when nothing changes (then `pairs` is returned borrowed) and by
+/// name otherwise.
 pub fn normalize_structured_metadata(
     pairs: &[LabelPairAdapter],
-) -> Result<Vec<LabelPairAdapter>, MetadataNameError> {
+) -> Result<Cow<'_, [LabelPairAdapter]>, MetadataNameError> {
     let mut deleted: Vec<String> = pairs
         .iter()
         .filter(|p| p.value.is_empty())
@@ -137,7 +138,7 @@ pub fn normalize_structured_metadata(
         }
     }
     if deleted.is_empty() && added.is_empty() {
-        return Ok(pairs.to_vec());
+        return Ok(Cow::Borrowed(pairs));
     }
     let mut out: Vec<LabelPairAdapter> = pairs
         .iter()
@@ -150,7 +151,7 @@ pub fn normalize_structured_metadata(
             .map(|(name, value)| LabelPairAdapter { name, value }),
     );
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn delete(added: &mut Vec<(String, String)>, deleted: &mut Vec<String>, name: &str) {
@@ -233,7 +234,7 @@ mod tests {
     #[test]
     fn normalises_like_the_recorded_loki() {
         // sm-name-normalisation
-        let got = normalize_structured_metadata(&pairs(&[
+        let sent = pairs(&[
             ("trace.id", "1"),
             ("1abc", "2"),
             ("a__b", "3"),
@@ -241,8 +242,8 @@ mod tests {
             ("_x", "5"),
             ("__y__", "6"),
             ("CamelCase", "7"),
-        ]))
-        .unwrap();
+        ]);
+        let got = normalize_structured_metadata(&sent).unwrap();
         assert_eq!(
             as_tuples(&got),
             [
@@ -255,23 +256,27 @@ mod tests {
             ]
         );
         // sm-name-collision: the renamed pair wins over the one already named so.
-        let got =
-            normalize_structured_metadata(&pairs(&[("a.b", "dotted"), ("a_b", "underscored")]))
-                .unwrap();
+        let sent = pairs(&[("a.b", "dotted"), ("a_b", "underscored")]);
+        let got = normalize_structured_metadata(&sent).unwrap();
         assert_eq!(as_tuples(&got), [("a_b", "dotted")]);
     }
 
     #[test]
     fn keeps_clean_metadata_as_sent_and_drops_empty_values() {
         let clean = pairs(&[("z", "1"), ("a", "2")]);
-        assert_eq!(normalize_structured_metadata(&clean).unwrap(), clean);
-        let got = normalize_structured_metadata(&pairs(&[("z", "1"), ("e", "")])).unwrap();
+        assert!(matches!(
+            normalize_structured_metadata(&clean).unwrap(),
+            Cow::Borrowed(b) if b == clean.as_slice()
+        ));
+        let sent = pairs(&[("z", "1"), ("e", "")]);
+        let got = normalize_structured_metadata(&sent).unwrap();
         assert_eq!(as_tuples(&got), [("z", "1")]);
-        let got = normalize_structured_metadata(&pairs(&[("k", "a\u{fffd}b")])).unwrap();
+        let sent = pairs(&[("k", "a\u{fffd}b")]);
+        let got = normalize_structured_metadata(&sent).unwrap();
         assert_eq!(as_tuples(&got), [("k", "ab")]);
         assert_eq!(
-            normalize_structured_metadata(&pairs(&[("ok", "1"), ("", "v")])),
-            Err(MetadataNameError::Empty)
+            normalize_structured_metadata(&pairs(&[("ok", "1"), ("", "v")])).unwrap_err(),
+            MetadataNameError::Empty
         );
     }
 

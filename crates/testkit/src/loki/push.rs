@@ -195,8 +195,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<
     let too_large = |size: usize| {
         PushError::TooLarge(format!("message size too large than max ({size} vs {max})"))
     };
-    if !json && declared.is_some_and(|n| n > max) {
-        return Err(too_large(declared.unwrap_or(0)));
+    // Loki checks a protobuf body's declared length first, a JSON body's read length after.
+    if let Some(n) = declared.filter(|n| !json && *n > max) {
+        return Err(too_large(n));
     }
     if body.len() > max {
         return Err(too_large(body.len()));

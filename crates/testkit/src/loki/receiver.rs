@@ -26,6 +26,8 @@
 //! counted in count-only mode) or discarded under one reason. Entries lost with a whole push
 //! count under the reason that failed it.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
@@ -259,9 +261,12 @@ impl Receiver {
                     continue;
                 }
                 let ts = entry.nanos();
-                // The check above normalised these names already.
-                let mut metadata =
-                    normalize_structured_metadata(&entry.structured_metadata).unwrap_or_default();
+                // The check above normalised these names already; usually nothing changes.
+                let changed = match normalize_structured_metadata(&entry.structured_metadata) {
+                    Ok(Cow::Owned(normalized)) => Some(normalized),
+                    Ok(Cow::Borrowed(_)) | Err(_) => None,
+                };
+                let mut metadata = changed.unwrap_or(entry.structured_metadata);
                 let detected_level = if self.config.discover_log_levels {
                     level::detect(labels.labels.pairs(), &mut metadata, &entry.line)
                 } else {
@@ -352,35 +357,30 @@ impl Receiver {
         push: ToIngest,
         now: Instant,
     ) -> Result<StreamOutcome, (Discard, Answer)> {
-        if !state.streams.contains_key(&push.labels) {
-            let max = self.config.max_streams_per_user;
-            if max > 0 && state.streams.len() >= max {
-                return Err((
-                    Discard::StreamLimit,
-                    Answer::new(429, stream_limit_message(tenant, &push.text)),
-                ));
+        let active = state.streams.len();
+        let stream = match state.streams.entry(push.labels.clone()) {
+            Slot::Occupied(slot) => slot.into_mut(),
+            Slot::Vacant(slot) => {
+                let max = self.config.max_streams_per_user;
+                if max > 0 && active >= max {
+                    return Err((
+                        Discard::StreamLimit,
+                        Answer::new(429, stream_limit_message(tenant, &push.text)),
+                    ));
+                }
+                let oldest = push.entries.iter().map(|e| e.ts).min().unwrap_or(0);
+                if let Some(r) = before_schema_start(oldest, &self.limits) {
+                    return Err((
+                        Discard::BeforeSchemaStart,
+                        Answer::new(
+                            500,
+                            format!("rpc error: code = Unknown desc = {}", r.message),
+                        ),
+                    ));
+                }
+                let (rate, burst) = self.config.stream_rate();
+                slot.insert(Stream::new(TokenBucket::new(rate, burst, now)))
             }
-            let oldest = push.entries.iter().map(|e| e.ts).min().unwrap_or(0);
-            if let Some(r) = before_schema_start(oldest, &self.limits) {
-                return Err((
-                    Discard::BeforeSchemaStart,
-                    Answer::new(
-                        500,
-                        format!("rpc error: code = Unknown desc = {}", r.message),
-                    ),
-                ));
-            }
-            let (rate, burst) = self.config.stream_rate();
-            state.streams.insert(
-                push.labels.clone(),
-                Stream::new(TokenBucket::new(rate, burst, now)),
-            );
-        }
-        let Some(stream) = state.streams.get_mut(&push.labels) else {
-            return Err((
-                Discard::StreamLimit,
-                Answer::new(500, "stream vanished while pushing"),
-            ));
         };
         Ok(self.push_stream(tenant, stream, push, now))
     }
@@ -396,18 +396,22 @@ impl Receiver {
     ) -> StreamOutcome {
         let total = push.entries.len();
         let max_behind = i64::try_from(self.limits.max_behind().as_nanos()).unwrap_or(i64::MAX);
-        let mut last = stream.last.clone();
         let mut newest = stream.newest;
         let mut failures: Vec<Failure> = Vec::new();
         let mut to_store: Vec<Validated> = Vec::with_capacity(total);
         let mut valid_bytes = 0usize;
         let mut outcome = StreamOutcome::default();
         for e in push.entries {
-            let metadata = e.stored_metadata();
-            if last
-                .as_ref()
-                .is_some_and(|l| l.ts == e.ts && l.line == e.line && l.metadata == metadata)
-            {
+            // Skipped when equal to the last entry appended, in this push or before.
+            let same_as_last = match to_store.last() {
+                Some(l) => {
+                    l.ts == e.ts && l.line == e.line && l.stored_metadata() == e.stored_metadata()
+                }
+                None => stream.last.as_ref().is_some_and(|l| {
+                    l.ts == e.ts && l.line == e.line && l.metadata == e.stored_metadata()
+                }),
+            };
+            if same_as_last {
                 outcome.duplicates += 1;
                 outcome.accepted += 1;
                 continue;
@@ -426,11 +430,6 @@ impl Receiver {
             }
             newest = Some(newest.map_or(e.ts, |n| n.max(e.ts)));
             valid_bytes += e.size;
-            last = Some(LastLine {
-                ts: e.ts,
-                line: e.line.clone(),
-                metadata,
-            });
             to_store.push(e);
         }
         if !stream.bucket.allow(valid_bytes, now) {
@@ -451,7 +450,13 @@ impl Receiver {
             ));
             return outcome;
         }
-        stream.last = last;
+        if let Some(l) = to_store.last() {
+            stream.last = Some(LastLine {
+                ts: l.ts,
+                line: l.line.clone(),
+                metadata: l.stored_metadata(),
+            });
+        }
         stream.newest = newest;
         for e in to_store {
             outcome.accepted += 1;
