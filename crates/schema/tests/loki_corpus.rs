@@ -285,9 +285,8 @@ fn stored_metadata(entry: &EntryAdapter) -> Option<BTreeMap<String, String>> {
         normalize_structured_metadata(&entry.structured_metadata)
             .ok()?
             .iter()
-            .cloned()
             .filter(|p| p.name != DETECTED_LEVEL)
-            .map(|p| (p.name, p.value))
+            .map(|p| (p.name.clone(), p.value.clone()))
             .collect(),
     )
 }
