@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use schema::labels::{LabelPolicy, MAX_LABELS};
 use schema::loki::limits::Limits;
+use schema::loki::metadata::normalize_metadata_name;
+use schema::Timestamp;
 use serde::{Deserialize, Serialize};
 use service::config::{ConfigError, Secret};
 
@@ -100,6 +102,11 @@ pub struct ConsumerConfig {
     /// is refused by Loki. Default `2h`.
     #[serde(with = "humantime_serde")]
     pub loki_max_chunk_age: Duration,
+    /// The start of Loki's first schema period (`schema_config.configs[0].from`), as a date
+    /// (`2020-10-24`) or an RFC 3339 time. Loki answers a record dated before it with a 500
+    /// forever, so such records go to the dead-letter topic instead. Default `2020-10-24` (as
+    /// `deploy/loki/config.yaml`).
+    pub loki_schema_start: String,
     /// What to do with a line over `loki_max_line_size`: `dlq` or `truncate`. Default `dlq`.
     pub oversize_lines: OversizeLines,
 
@@ -186,6 +193,7 @@ impl Default for ConsumerConfig {
             loki_reject_old_samples_max_age: limits.reject_old_samples_max_age,
             loki_creation_grace_period: limits.creation_grace_period,
             loki_max_chunk_age: limits.max_chunk_age,
+            loki_schema_start: "2020-10-24".into(),
             oversize_lines: OversizeLines::Dlq,
             batch_max_bytes: 1024 * 1024,
             batch_max_records: 10_000,
@@ -269,6 +277,15 @@ impl ConsumerConfig {
         positive("buffer_max_bytes", self.buffer_max_bytes)?;
         positive("loki_max_line_size", self.loki_max_line_size)?;
         positive("max_label_sets", self.max_label_sets)?;
+        self.schema_start()?;
+        for field in &self.metadata_fields {
+            if let Err(e) = normalize_metadata_name(field) {
+                return Err(ConfigError::invalid(
+                    "metadata_fields",
+                    format!("{field:?}: {e} (Loki answers such a name with a 500)"),
+                ));
+            }
+        }
         if self.buffer_max_bytes < self.batch_max_bytes {
             return Err(ConfigError::invalid(
                 "buffer_max_bytes",
@@ -313,15 +330,34 @@ impl ConsumerConfig {
         p
     }
 
+    /// `loki_schema_start` as a time.
+    fn schema_start(&self) -> Result<Timestamp, ConfigError> {
+        let text = self.loki_schema_start.trim();
+        let full = if text.len() == 10 {
+            format!("{text}T00:00:00Z")
+        } else {
+            text.to_owned()
+        };
+        Timestamp::parse_rfc3339(&full).map_err(|e| {
+            ConfigError::invalid(
+                "loki_schema_start",
+                format!("{text:?} is not a date (2020-10-24) or an RFC 3339 time: {e}"),
+            )
+        })
+    }
+
     /// Loki's limits as configured, for pre-flight checks.
     pub fn limits(&self) -> Limits {
+        let defaults = Limits::default();
         Limits {
+            // Validated at load; an invalid value cannot reach here.
+            schema_start: self.schema_start().unwrap_or(defaults.schema_start),
             max_line_size: self.loki_max_line_size,
             reject_old_samples: !self.loki_reject_old_samples_max_age.is_zero(),
             reject_old_samples_max_age: self.loki_reject_old_samples_max_age,
             creation_grace_period: self.loki_creation_grace_period,
             max_chunk_age: self.loki_max_chunk_age,
-            ..Limits::default()
+            ..defaults
         }
     }
 
@@ -380,6 +416,25 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_start_is_a_date_or_a_time_and_reaches_the_limits() {
+        let default = ConsumerConfig::default().limits().schema_start;
+        assert_eq!(
+            default.as_nanos(),
+            schema::loki::limits::DEFAULT_SCHEMA_START_NANOS
+        );
+        let c = load(&[("LOKI_SCHEMA_START", "2024-01-01")]).unwrap();
+        assert_eq!(
+            c.limits().schema_start.to_rfc3339(),
+            "2024-01-01T00:00:00.000000000Z"
+        );
+        let c = load(&[("LOKI_SCHEMA_START", "2024-01-01T12:00:00+02:00")]).unwrap();
+        assert_eq!(
+            c.limits().schema_start.to_rfc3339(),
+            "2024-01-01T10:00:00.000000000Z"
+        );
+    }
+
+    #[test]
     fn invalid_values_name_their_key() {
         for (k, v, key) in [
             ("LOKI_URL", "ftp://x", "loki_url"),
@@ -394,6 +449,8 @@ mod tests {
                 "kafka_auto_offset_reset",
             ),
             ("OVERSIZE_LINES", "drop", "oversize_lines"),
+            ("LOKI_SCHEMA_START", "24/10/2020", "loki_schema_start"),
+            ("METADATA_FIELDS", "trace_id,__", "metadata_fields"),
         ] {
             let e = load(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");

@@ -10,8 +10,9 @@ use std::borrow::Cow;
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use schema::kafka::{HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION, SCHEMA_VERSION};
-use schema::labels::{is_valid_label_name, sanitize_label_name, LabelPolicy};
-use schema::loki::limits::{check_entry_parts, Limits};
+use schema::labels::LabelPolicy;
+use schema::loki::limits::{check_entry_parts, EntryParts, Limits};
+use schema::loki::metadata::normalize_metadata_name;
 use schema::LogRecord;
 use smallvec::SmallVec;
 
@@ -64,11 +65,12 @@ impl Intake {
             .metadata_fields
             .iter()
             .map(|f| {
-                let name = if is_valid_label_name(f) {
-                    f.clone()
-                } else {
-                    sanitize_label_name(f)
-                };
+                // As Loki stores it (`trace.id` → `trace_id`), so what is sent is what Loki
+                // keeps and a replay is an exact duplicate. Validated at load: the name
+                // normalises.
+                let name = normalize_metadata_name(f)
+                    .map(Cow::into_owned)
+                    .unwrap_or_else(|_| f.clone());
                 (f.clone(), name)
             })
             .collect();
@@ -170,14 +172,12 @@ impl Intake {
         let ts = record.timestamp.as_nanos();
         let newest = newest_of(&mut self.newest, stream);
         let labels = self.labels.labels(stream);
-        if let Err(rejection) = check_entry_parts(
-            labels,
-            ts,
-            line.len(),
-            pairs.clone(),
-            (self.now, newest),
-            &self.limits,
-        ) {
+        let parts = EntryParts {
+            nanos: ts,
+            line_len: line.len(),
+            metadata: pairs.clone(),
+        };
+        if let Err(rejection) = check_entry_parts(labels, parts, (self.now, newest), &self.limits) {
             self.metrics.preflight_failed(
                 rejection.reason,
                 held.partition,

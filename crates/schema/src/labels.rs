@@ -107,13 +107,19 @@ impl LabelSet {
         }
         loop {
             let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
+            let name: String = if b.get(i) == Some(&b'"') {
+                let (name, next) = unquote(s, i + 1)?;
+                i = next;
+                name
+            } else {
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                s[start..i].to_owned()
+            };
             if i == start {
                 return err("expected a label name", i);
             }
-            let name = &s[start..i];
             i = skip_spaces(b, i);
             if b.get(i) != Some(&b'=') {
                 return err("expected `=`", i);
@@ -123,10 +129,10 @@ impl LabelSet {
                 return err("expected `\"`", i);
             }
             let (value, next) = unquote(s, i + 1)?;
-            if pairs.iter().any(|(n, _)| n == name) {
+            if pairs.iter().any(|(n, _)| *n == name) {
                 return err("duplicate label name", start);
             }
-            pairs.push((name.to_owned(), value));
+            pairs.push((name, value));
             i = skip_spaces(b, next);
             match b.get(i) {
                 Some(b',') => i = skip_spaces(b, i + 1),
@@ -143,29 +149,23 @@ impl LabelSet {
         Ok(Self(pairs))
     }
 
-    /// Appends the selector form to `out`.
+    /// Appends the selector form to `out`. Whatever the names and values hold, Loki parses the
+    /// text back to exactly this set (no label can be injected): values are quoted with Go's
+    /// escapes (`U+FFFD` too, which Loki's parser refuses raw), and a name outside
+    /// `[a-zA-Z_][a-zA-Z0-9_]*` is quoted as well (`{"a.b"="c"}`, which Loki accepts).
     pub fn write_to(&self, out: &mut String) {
         out.push('{');
         for (i, (k, v)) in self.0.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            out.push_str(k);
-            out.push_str("=\"");
-            for c in v.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                        out.push_str(&format!("\\x{:02x}", c as u32));
-                    }
-                    c => out.push(c),
-                }
+            if is_valid_label_name(k) {
+                out.push_str(k);
+            } else {
+                write_quoted(out, k);
             }
-            out.push('"');
+            out.push('=');
+            write_quoted(out, v);
         }
         out.push('}');
     }
@@ -177,6 +177,26 @@ impl fmt::Display for LabelSet {
         self.write_to(&mut s);
         f.write_str(&s)
     }
+}
+
+/// Appends `s` in double quotes with the escapes Loki's (Prometheus') parser reads back.
+fn write_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            '\u{fffd}' => out.push_str("\\ufffd"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn skip_spaces(b: &[u8], mut i: usize) -> usize {
@@ -291,8 +311,9 @@ pub fn sanitize_label_name(name: &str) -> String {
     out
 }
 
-/// Makes a value fit Loki's label value limit: control characters become spaces, and it is cut
-/// to 2048 bytes on a character boundary.
+/// Makes a value fit Loki's label value limit: control characters become spaces, `U+FFFD`
+/// becomes `?` (a JSON push cannot carry it: Loki's own rendering of it does not parse), and it
+/// is cut to 2048 bytes on a character boundary.
 pub fn sanitize_label_value(value: &str) -> String {
     let mut end = value.len().min(MAX_LABEL_VALUE_LEN);
     while !value.is_char_boundary(end) {
@@ -300,7 +321,11 @@ pub fn sanitize_label_value(value: &str) -> String {
     }
     value[..end]
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            '\u{fffd}' => '?',
+            c => c,
+        })
         .collect()
 }
 

@@ -311,6 +311,17 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The UTC calendar date and time of `nanos` (which may be negative): year, month, day, hour,
+/// minute, second and nanosecond.
+pub(crate) fn civil_from_nanos(nanos: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let secs = nanos.div_euclid(NANOS_PER_SEC);
+    let sub = nanos.rem_euclid(NANOS_PER_SEC) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (y, m, d) = civil_from_days(days);
+    (y, m, d, sod / 3600, (sod / 60) % 60, sod % 60, sub)
+}
+
 /// The inverse of [`days_from_civil`].
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -7,8 +7,9 @@ use proptest::prelude::*;
 use schema::kafka;
 use schema::labels::LabelSet;
 use schema::loki::codec::{
-    decode_json, decode_protobuf, encode_json, encode_json_gzip, encode_protobuf,
+    decode_json, decode_protobuf, encode_json, encode_json_gzip, encode_protobuf, EncodeError,
 };
+use schema::loki::label_text;
 use schema::loki::proto::{
     EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp as PTs,
 };
@@ -129,10 +130,36 @@ proptest! {
 
     #[test]
     fn any_batch_survives_json_and_gzip_json(p in push()) {
-        let body = encode_json(&p).unwrap();
-        prop_assert_eq!(&decode_json(&body, false, usize::MAX).unwrap(), &p);
+        let body = match encode_json(&p) {
+            Ok(body) => body,
+            Err(EncodeError::UnsafeLabel { .. }) => {
+                // Loki cannot read a label value holding U+FFFD from JSON: refused, never sent.
+                let fffd = p.streams.iter().any(|s| {
+                    LabelSet::parse(&s.labels)
+                        .map(|l| l.pairs().iter().any(|(_, v)| v.contains('\u{fffd}')))
+                        .unwrap_or(false)
+                });
+                prop_assert!(fffd);
+                return Ok(());
+            }
+            Err(e) => return Err(TestCaseError::fail(e.to_string())),
+        };
+        // Loki rebuilds each stream's label text from the JSON object (Go-quoted values): the
+        // text differs, the label set as Loki parses it does not.
+        let same = |got: &PushRequest| -> Result<(), TestCaseError> {
+            prop_assert_eq!(got.streams.len(), p.streams.len());
+            for (g, want) in got.streams.iter().zip(&p.streams) {
+                prop_assert_eq!(&g.entries, &want.entries);
+                prop_assert_eq!(
+                    label_text::parse(&g.labels).unwrap(),
+                    label_text::parse(&want.labels).unwrap()
+                );
+            }
+            Ok(())
+        };
+        same(&decode_json(&body, false, usize::MAX).unwrap())?;
         let gz = encode_json_gzip(&p).unwrap();
-        prop_assert_eq!(decode_json(&gz, true, usize::MAX).unwrap(), p);
+        same(&decode_json(&gz, true, usize::MAX).unwrap())?;
     }
 
     #[test]

@@ -26,8 +26,10 @@ enum Command {
     Gen(GenArgs),
     /// Run a Loki-compatible test receiver until SIGINT or SIGTERM.
     ///
-    /// It accepts and rejects pushes as Loki does (LOKI.md) and answers Loki's query API,
-    /// /ready and /metrics on --listen. The control API on --control-listen changes faults at
+    /// It accepts, rejects and stores pushes as a recorded real Loki does (LOKI.md and
+    /// ../shared/loki-conformance; see crates/testkit/README.md) and answers Loki's query API,
+    /// /ready and /metrics on --listen. Options that mirror a Loki flag also answer to its name
+    /// (--max-recv-msg-size, --per-stream-rate-limit 64KB, --max-global-streams-per-user…). The control API on --control-listen changes faults at
     /// run time (GET/PUT/DELETE /control/faults, JSON), clears the store and counters
     /// (POST /control/reset) and reports them (GET /control/stats). Logs go to stderr
     /// (LOG_LEVEL, LOG_FORMAT=json|text).

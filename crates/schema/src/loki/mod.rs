@@ -6,7 +6,10 @@
 
 pub mod codec;
 pub mod encoded;
+pub mod go_text;
+pub mod label_text;
 pub mod limits;
+pub mod metadata;
 pub mod proto;
 
 use std::collections::HashMap;

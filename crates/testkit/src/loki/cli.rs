@@ -1,12 +1,17 @@
 //! Command-line options of `testkit loki`, mapped onto [`LokiConfig`]. Every default is the
 //! library's (Loki's), except the listen addresses (3100 and 3101 instead of random ports).
+//! Options that mirror a Loki flag or setting also answer to its name (`--max-recv-msg-size`
+//! for `-distributor.max-recv-msg-size`, `--per-stream-rate-limit 64KB` for
+//! `-ingester.per-stream-rate-limit=64KB`…), so a Loki configuration reads across one to one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use schema::loki::go_text::parse_byte_size;
 use schema::loki::limits::Limits;
+use schema::Timestamp;
 
-use super::config::{LokiConfig, DEFAULT_MAX_BODY_BYTES};
+use super::config::{LokiConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, MIB};
 use super::faults::{Faults, Outage, StatusStorm};
 
 /// Options of `testkit loki`.
@@ -28,15 +33,34 @@ pub struct LokiArgs {
     #[arg(long)]
     pub count_only: bool,
     /// Do not add Loki 3's service_name label (by default it is added, from service, app,
-    /// application, name, app_kubernetes_io_name, container, container_name, component,
-    /// workload or job, else "unknown_service").
+    /// application, app_name, name, app_kubernetes_io_name, container, container_name,
+    /// k8s_container_name, component, workload, job or k8s_job_name, else "unknown_service").
     #[arg(long)]
     pub no_discover_service_name: bool,
-    /// Largest push body in bytes, compressed or inflated (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    /// Do not add Loki 3's detected_level to the structured metadata of every entry (Loki's
+    /// -validation.discover-log-levels=false).
+    #[arg(long)]
+    pub no_discover_log_levels: bool,
+    /// Largest push body in bytes as sent (413 beyond); Loki's -distributor.max-recv-msg-size.
+    #[arg(
+        long,
+        alias = "max-recv-msg-size",
+        value_name = "BYTES",
+        default_value_t = DEFAULT_MAX_BODY_BYTES
+    )]
     pub max_body_bytes: usize,
-    /// Tenant ingestion rate in MiB/s of line bytes (429 "rate_limited" beyond).
-    #[arg(long, value_name = "MB", default_value_t = LokiConfig::default().ingestion_rate_mb)]
+    /// Largest push body in bytes once decompressed (413 beyond); Loki's
+    /// -distributor.max-decompressed-size.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_DECOMPRESSED_BYTES)]
+    pub max_decompressed_size: usize,
+    /// Tenant ingestion rate in MiB/s of line and structured-metadata bytes (429 beyond);
+    /// Loki's -distributor.ingestion-rate-limit-mb.
+    #[arg(
+        long,
+        alias = "ingestion-rate-limit-mb",
+        value_name = "MB",
+        default_value_t = LokiConfig::default().ingestion_rate_mb
+    )]
     pub ingestion_rate_mb: f64,
     /// Tenant ingestion burst in MiB.
     #[arg(long, value_name = "MB", default_value_t = LokiConfig::default().ingestion_burst_size_mb)]
@@ -51,8 +75,27 @@ pub struct LokiArgs {
         default_value_t = LokiConfig::default().per_stream_rate_limit_burst_mb
     )]
     pub per_stream_rate_limit_burst_mb: f64,
-    /// Streams a tenant may have (429 "stream_limit" beyond); 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = LokiConfig::default().max_streams_per_user)]
+    /// Per-stream rate as Loki writes it (64KB, 3MB, 1048576; KB = 1024 bytes), instead of
+    /// --per-stream-rate-limit-mb; Loki's -ingester.per-stream-rate-limit.
+    #[arg(long, value_name = "SIZE", value_parser = byte_size, conflicts_with = "per_stream_rate_limit_mb")]
+    pub per_stream_rate_limit: Option<u64>,
+    /// Per-stream burst as Loki writes it, instead of --per-stream-rate-limit-burst-mb; Loki's
+    /// -ingester.per-stream-rate-limit-burst.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = byte_size,
+        conflicts_with = "per_stream_rate_limit_burst_mb"
+    )]
+    pub per_stream_rate_limit_burst: Option<u64>,
+    /// Streams a tenant may have (429 "stream_limit" beyond); 0 for no limit. Loki's
+    /// -ingester.max-global-streams-per-user, with one ingester.
+    #[arg(
+        long,
+        alias = "max-global-streams-per-user",
+        value_name = "N",
+        default_value_t = LokiConfig::default().max_streams_per_user
+    )]
     pub max_streams_per_user: usize,
     /// Largest `limit` a query may ask for; 0 for no limit.
     #[arg(
@@ -101,6 +144,19 @@ pub struct LokiArgs {
         default_value_t = Limits::default().max_structured_metadata_entries
     )]
     pub max_structured_metadata_entries: usize,
+    /// Start of the schema (Loki's schema_config "from", a date or an RFC 3339 time): a new
+    /// stream whose oldest entry is older answers 500 "no schema config found".
+    #[arg(long, value_name = "DATE", default_value = "2020-10-24", value_parser = schema_start)]
+    pub schema_start: Timestamp,
+    /// Queries see only entries newer than this before now (Loki's query_ingesters_within; a
+    /// Loki that has not flushed shows nothing older); 0s for everything.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "3h",
+        value_parser = humantime::parse_duration
+    )]
+    pub query_ingesters_within: Duration,
     /// Start in an outage: "refuse" (the API port is closed) or "unavailable" (503 on every
     /// push and on /ready). None by default.
     #[arg(long, value_enum, value_name = "MODE")]
@@ -135,17 +191,26 @@ impl LokiArgs {
                 max_chunk_age: self.max_chunk_age,
                 max_structured_metadata_size: self.max_structured_metadata_size,
                 max_structured_metadata_entries: self.max_structured_metadata_entries,
+                schema_start: self.schema_start,
+                ..Limits::default()
             },
             auth_enabled: self.auth_enabled,
             max_body_bytes: self.max_body_bytes,
+            max_decompressed_bytes: self.max_decompressed_size,
             ingestion_rate_mb: self.ingestion_rate_mb,
             ingestion_burst_size_mb: self.ingestion_burst_size_mb,
-            per_stream_rate_limit_mb: self.per_stream_rate_limit_mb,
-            per_stream_rate_limit_burst_mb: self.per_stream_rate_limit_burst_mb,
+            per_stream_rate_limit_mb: self
+                .per_stream_rate_limit
+                .map_or(self.per_stream_rate_limit_mb, |b| b as f64 / MIB),
+            per_stream_rate_limit_burst_mb: self
+                .per_stream_rate_limit_burst
+                .map_or(self.per_stream_rate_limit_burst_mb, |b| b as f64 / MIB),
             max_streams_per_user: self.max_streams_per_user,
             max_entries_limit_per_query: self.max_entries_limit_per_query,
             count_only: self.count_only,
             discover_service_name: !self.no_discover_service_name,
+            discover_log_levels: !self.no_discover_log_levels,
+            query_ingesters_within: self.query_ingesters_within,
             faults: Faults {
                 outage: self.outage,
                 status_storm: self.status_storm,
@@ -154,6 +219,21 @@ impl LokiArgs {
             },
         }
     }
+}
+
+/// A byte size as Loki writes it.
+fn byte_size(s: &str) -> Result<u64, String> {
+    parse_byte_size(s).ok_or_else(|| format!("not a size (e.g. 64KB, 3MB, 1048576): {s}"))
+}
+
+/// A date (`2020-10-24`, midnight UTC) or an RFC 3339 time.
+fn schema_start(s: &str) -> Result<Timestamp, String> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    Timestamp::parse_rfc3339(&full).map_err(|e| format!("{s}: {e}"))
 }
 
 #[cfg(test)]
@@ -223,6 +303,48 @@ mod tests {
         );
         assert_eq!((c.faults.latency_ms, c.faults.drop_rate), (20, 0.1));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn reads_lokis_flag_names_and_sizes() {
+        let c = config(&[
+            "--ingestion-rate-limit-mb",
+            "1",
+            "--max-recv-msg-size",
+            "65536",
+            "--max-decompressed-size",
+            "2097152",
+            "--per-stream-rate-limit",
+            "64KB",
+            "--per-stream-rate-limit-burst",
+            "64KB",
+            "--max-global-streams-per-user",
+            "4",
+            "--schema-start",
+            "2020-10-24",
+            "--query-ingesters-within",
+            "0s",
+        ]);
+        assert_eq!(c.ingestion_rate_mb, 1.0);
+        assert_eq!(
+            (c.max_body_bytes, c.max_decompressed_bytes),
+            (65_536, 2_097_152)
+        );
+        assert_eq!(c.stream_rate(), (65_536.0, 65_536.0));
+        assert_eq!(c.max_streams_per_user, 4);
+        assert_eq!(
+            c.limits.schema_start.as_nanos(),
+            schema::loki::limits::DEFAULT_SCHEMA_START_NANOS
+        );
+        assert!(c.query_ingesters_within.is_zero());
+        let argv = [
+            "loki",
+            "--per-stream-rate-limit",
+            "1MB",
+            "--per-stream-rate-limit-mb",
+            "1",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 
     #[test]

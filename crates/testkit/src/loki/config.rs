@@ -2,8 +2,12 @@
 //! stream limits, modes and the faults to start with (LOKI.md, "Answers"). Defaults are Loki's.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use schema::loki::limits::Limits;
+pub use schema::loki::limits::{
+    DEFAULT_DISCOVER_SERVICE_NAME as SERVICE_NAME_SOURCES, UNKNOWN_SERVICE,
+};
 use thiserror::Error;
 
 use super::faults::{Faults, FaultsError};
@@ -11,8 +15,14 @@ use super::faults::{Faults, FaultsError};
 /// One "MB" of Loki's rate limits: Loki multiplies `ingestion_rate_mb` by 2^20.
 pub const MIB: f64 = 1_048_576.0;
 
-/// Loki's default `server.http_server_max_request_body_size`-like limit on push bodies: 100 MiB.
+/// Loki's default `-distributor.max-recv-msg-size`: 100 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 100 * 1024 * 1024;
+
+/// Loki's default `-distributor.max-decompressed-size`: 5000 MiB.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 5000 * 1024 * 1024;
+
+/// Loki's default `query_ingesters_within`: 3 hours.
+pub const DEFAULT_QUERY_INGESTERS_WITHIN: Duration = Duration::from_secs(3 * 3600);
 
 /// Everything the receiver needs. [`LokiConfig::default`] has Loki's defaults and listens on
 /// random free ports of 127.0.0.1.
@@ -24,15 +34,18 @@ pub struct LokiConfig {
     /// Address of the control API (faults, reset, stats), a separate listener so that it stays
     /// reachable during an outage. Port 0 picks a free port. Default `127.0.0.1:0`.
     pub control_listen: SocketAddr,
-    /// Loki's validation limits (line size, labels, timestamps, structured metadata).
-    /// Default [`Limits::default`], Loki's.
+    /// Loki's validation limits (line size, labels, timestamps, structured metadata, schema
+    /// start, `service_name` discovery labels). Default [`Limits::default`], Loki's.
     pub limits: Limits,
     /// Loki's `auth_enabled`: when true every request needs `X-Scope-OrgID` (else 401
     /// `no org id`); when false the tenant is always `fake`. Default false.
     pub auth_enabled: bool,
-    /// Largest accepted push body in bytes, compressed or not; larger bodies answer 413.
-    /// Default 100 MiB.
+    /// Loki's `-distributor.max-recv-msg-size`: largest push body in bytes as sent (compressed
+    /// or not); larger bodies answer 413. Default 100 MiB.
     pub max_body_bytes: usize,
+    /// Loki's `-distributor.max-decompressed-size`: largest push body in bytes once gzip or
+    /// snappy is undone; larger bodies answer 413. Default 5000 MiB.
+    pub max_decompressed_bytes: usize,
     /// Loki's `ingestion_rate_mb`: per-tenant rate of line bytes, in MiB per second.
     /// `f64::INFINITY` disables the limit. Default 4.
     pub ingestion_rate_mb: f64,
@@ -43,8 +56,8 @@ pub struct LokiConfig {
     pub per_stream_rate_limit_mb: f64,
     /// Loki's `per_stream_rate_limit_burst`, in MiB. Default 15.
     pub per_stream_rate_limit_burst_mb: f64,
-    /// Loki's `max_global_streams_per_user`: streams a tenant may have; 0 disables the limit.
-    /// Default 5000.
+    /// Loki's `max_global_streams_per_user` (with one ingester): streams a tenant may have; 0
+    /// disables the limit. Default 5000.
     pub max_streams_per_user: usize,
     /// Loki's `max_entries_limit_per_query`: largest `limit` of a query; 0 disables the limit.
     /// Default 5000.
@@ -52,30 +65,19 @@ pub struct LokiConfig {
     /// Decode, validate and count pushes but store nothing (benchmarks). Duplicates cannot be
     /// recognised in this mode. Default false.
     pub count_only: bool,
-    /// Loki 3's `discover_service_name`: add a `service_name` label taken from the first of
-    /// [`SERVICE_NAME_SOURCES`] present, else `unknown_service`. Default true.
+    /// Loki 3's `service_name` discovery: add a `service_name` label taken from the first of
+    /// `limits.discover_service_name` present, else `unknown_service`. Default true.
     pub discover_service_name: bool,
+    /// Loki 3's `discover_log_levels`: add a `detected_level` to every entry's structured
+    /// metadata. Default true.
+    pub discover_log_levels: bool,
+    /// Loki's `query_ingesters_within`: queries see only entries newer than this before now
+    /// (Loki holds older ones until it flushes them, and this receiver never does); zero sees
+    /// everything. Default 3 hours.
+    pub query_ingesters_within: Duration,
     /// Faults active from the start. Default none.
     pub faults: Faults,
 }
-
-/// Labels `service_name` is taken from, in order, when [`LokiConfig::discover_service_name`] is
-/// on.
-pub const SERVICE_NAME_SOURCES: [&str; 10] = [
-    "service",
-    "app",
-    "application",
-    "name",
-    "app_kubernetes_io_name",
-    "container",
-    "container_name",
-    "component",
-    "workload",
-    "job",
-];
-
-/// The `service_name` of streams that have none of [`SERVICE_NAME_SOURCES`].
-pub const UNKNOWN_SERVICE: &str = "unknown_service";
 
 impl Default for LokiConfig {
     fn default() -> Self {
@@ -86,6 +88,7 @@ impl Default for LokiConfig {
             limits: Limits::default(),
             auth_enabled: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
             ingestion_rate_mb: 4.0,
             ingestion_burst_size_mb: 6.0,
             per_stream_rate_limit_mb: 3.0,
@@ -94,6 +97,8 @@ impl Default for LokiConfig {
             max_entries_limit_per_query: 5000,
             count_only: false,
             discover_service_name: true,
+            discover_log_levels: true,
+            query_ingesters_within: DEFAULT_QUERY_INGESTERS_WITHIN,
             faults: Faults::default(),
         }
     }
@@ -157,6 +162,11 @@ impl LokiConfig {
                 key: "max_body_bytes",
             });
         }
+        if self.max_decompressed_bytes == 0 {
+            return Err(ConfigError::Zero {
+                key: "max_decompressed_bytes",
+            });
+        }
         if self.limits.max_line_size == 0 {
             return Err(ConfigError::Zero {
                 key: "max_line_size",
@@ -183,6 +193,15 @@ impl LokiConfig {
             self.per_stream_rate_limit_mb * MIB,
             self.per_stream_rate_limit_burst_mb * MIB,
         )
+    }
+
+    /// The limits in force: `limits`, without discovery labels when discovery is off.
+    pub(crate) fn effective_limits(&self) -> Limits {
+        let mut limits = self.limits.clone();
+        if !self.discover_service_name {
+            limits.discover_service_name.clear();
+        }
+        limits
     }
 }
 

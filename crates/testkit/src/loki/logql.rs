@@ -1,7 +1,10 @@
-//! LogQL stream selectors, the only LogQL the receiver answers: `{a="x", b!="y", c=~"re",
-//! d!~"re"}` (LOKI.md, "Query"). Regexes are fully anchored and `.` matches newlines, as in
-//! Prometheus; a missing label matches as the empty string. Pipelines and metric queries are a
-//! `parse error` that names what is not supported.
+//! LogQL stream selectors with line filters, the LogQL the receiver answers:
+//! `{a="x", b!="y", c=~"re", d!~"re"} |= "text" != "other" |~ "re" !~ "re"` (LOKI.md, "Query";
+//! the conformance corpus queries `{service_name="unknown_service"} |= "line of …"`). Label
+//! regexes are fully anchored and `.` matches newlines, as in Prometheus; a missing label
+//! matches as the empty string; line-filter regexes match anywhere in the line, as in Loki.
+//! Parsers, other pipeline stages and metric queries are a `parse error` that names what is not
+//! supported.
 
 use regex::Regex;
 use schema::LabelSet;
@@ -58,10 +61,36 @@ impl Matcher {
     }
 }
 
-/// A parsed stream selector.
+/// A line filter of a query: `|= "text"`, `!= "text"`, `|~ "re"`, `!~ "re"`.
+#[derive(Debug, Clone)]
+pub enum LineFilter {
+    /// `|=`: the line contains the text.
+    Contains(String),
+    /// `!=`: the line does not contain the text.
+    NotContains(String),
+    /// `|~`: the regex matches somewhere in the line.
+    Matches(Regex),
+    /// `!~`: the regex matches nowhere in the line.
+    NotMatches(Regex),
+}
+
+impl LineFilter {
+    /// Whether `line` passes the filter.
+    pub fn passes(&self, line: &str) -> bool {
+        match self {
+            LineFilter::Contains(t) => line.contains(t.as_str()),
+            LineFilter::NotContains(t) => !line.contains(t.as_str()),
+            LineFilter::Matches(re) => re.is_match(line),
+            LineFilter::NotMatches(re) => !re.is_match(line),
+        }
+    }
+}
+
+/// A parsed stream selector and its line filters.
 #[derive(Debug, Clone)]
 pub struct Selector {
     matchers: Vec<Matcher>,
+    line_filters: Vec<LineFilter>,
 }
 
 /// A query the receiver cannot answer; Loki's `parse error` texts (400).
@@ -169,22 +198,46 @@ impl Selector {
                 _ => return Err(p.unexpected("expecting , or }")),
             }
         }
-        p.skip_spaces();
-        match p.peek() {
-            None => {}
-            Some(b'|') | Some(b'!') => {
-                return Err(LogqlError::Unsupported {
-                    col: p.i + 1,
-                    what: "pipelines and line filters",
+        let mut line_filters = Vec::new();
+        loop {
+            p.skip_spaces();
+            let col = p.i + 1;
+            let op = match (p.peek(), p.b.get(p.i + 1)) {
+                (None, _) => break,
+                (Some(b'|'), Some(b'=')) => "|=",
+                (Some(b'|'), Some(b'~')) => "|~",
+                (Some(b'!'), Some(b'=')) => "!=",
+                (Some(b'!'), Some(b'~')) => "!~",
+                (Some(b'|'), _) => {
+                    return Err(LogqlError::Unsupported {
+                        col,
+                        what: "parsers and other pipeline stages",
+                    })
+                }
+                (Some(b'['), _) => {
+                    return Err(LogqlError::Unsupported {
+                        col,
+                        what: "range vectors (metric queries)",
+                    })
+                }
+                _ => return Err(p.unexpected("expecting end of query")),
+            };
+            p.i += 2;
+            p.skip_spaces();
+            let value = p.string()?;
+            let regex = |value: &str| {
+                Regex::new(&format!("(?s:{value})")).map_err(|e| LogqlError::Regex {
+                    col,
+                    value: value.to_owned(),
+                    error: Box::new(e),
                 })
-            }
-            Some(b'[') => {
-                return Err(LogqlError::Unsupported {
-                    col: p.i + 1,
-                    what: "range vectors (metric queries)",
-                })
-            }
-            Some(_) => return Err(p.unexpected("expecting end of query")),
+            };
+            line_filters.push(match op {
+                "|=" => LineFilter::Contains(value),
+                "!=" => LineFilter::NotContains(value),
+                "|~" => LineFilter::Matches(regex(&value)?),
+                _ => LineFilter::NotMatches(regex(&value)?),
+            });
         }
         let selective = matchers
             .iter()
@@ -192,7 +245,10 @@ impl Selector {
         if !selective {
             return Err(LogqlError::EmptyCompatible);
         }
-        Ok(Self { matchers })
+        Ok(Self {
+            matchers,
+            line_filters,
+        })
     }
 
     /// Whether a stream with these labels is selected.
@@ -202,9 +258,19 @@ impl Selector {
             .all(|m| m.matches_value(labels.get(&m.name).unwrap_or("")))
     }
 
+    /// Whether a line passes every line filter.
+    pub fn matches_line(&self, line: &str) -> bool {
+        self.line_filters.iter().all(|f| f.passes(line))
+    }
+
     /// The matchers.
     pub fn matchers(&self) -> &[Matcher] {
         &self.matchers
+    }
+
+    /// The line filters.
+    pub fn line_filters(&self) -> &[LineFilter] {
+        &self.line_filters
     }
 }
 
@@ -349,10 +415,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_pipelines_and_metric_queries_by_name() {
+    fn applies_line_filters() {
+        let s = Selector::parse(r#"{a="b"} |= "line of x" != "skip" |~ "o+f" !~ `^z`"#).unwrap();
+        assert!(s.matches_line("a line of x"));
+        assert!(!s.matches_line("a line of x, skip"));
+        assert!(!s.matches_line("zz line of x"));
+        assert!(!s.matches_line("other"));
+    }
+
+    #[test]
+    fn rejects_parsers_and_metric_queries_by_name() {
         for (q, what) in [
-            (r#"{a="b"} |= "x""#, "pipelines"),
-            (r#"{a="b"} | json"#, "pipelines"),
+            (r#"{a="b"} | json"#, "pipeline stages"),
+            (r#"{a="b"} |= "x" | logfmt"#, "pipeline stages"),
             (r#"rate({a="b"}[5m])"#, "metric queries"),
             (
                 r#"sum by (a) (count_over_time({a="b"}[1m]))"#,

@@ -1,11 +1,13 @@
-//! A Loki-compatible test receiver (LOKI.md): Loki's push API with its acceptance and rejection
-//! rules, statuses, texts and discard reasons; an in-memory store with Loki's duplicate rule;
-//! the query API (stream selectors, labels); Loki's metrics; and injected faults (outages,
-//! status storms, latency, dropped connections) driven from the CLI, a control API on its own
-//! port, or the [`LokiHandle`].
+//! A Loki-compatible test receiver (LOKI.md, and the recorded corpus in `loki-conformance/`,
+//! which it reproduces case for case: see the crate README): Loki's push API with its
+//! acceptance and rejection rules, statuses, texts and discard reasons; an in-memory store with
+//! Loki's duplicate rule, structured-metadata normalisation and `detected_level`; the query API
+//! (stream selectors with line filters, categorized labels, series, labels); Loki's metrics;
+//! and injected faults (outages, status storms, latency, dropped connections) driven from the
+//! CLI, a control API on its own port, or the [`LokiHandle`].
 //!
-//! It accepts and rejects exactly as LOKI.md says a real Loki does: a receiver laxer than Loki
-//! would hide bugs that surface on a real one.
+//! It accepts and rejects exactly as a real Loki does: a receiver laxer than Loki would hide
+//! bugs that surface on a real one.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +25,7 @@ mod cli;
 mod config;
 mod control;
 mod faults;
+mod level;
 mod logql;
 mod metrics;
 mod push;
@@ -35,10 +38,11 @@ mod tenant;
 
 pub use cli::LokiArgs;
 pub use config::{
-    ConfigError, LokiConfig, DEFAULT_MAX_BODY_BYTES, MIB, SERVICE_NAME_SOURCES, UNKNOWN_SERVICE,
+    ConfigError, LokiConfig, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_QUERY_INGESTERS_WITHIN, MIB, SERVICE_NAME_SOURCES, UNKNOWN_SERVICE,
 };
 pub use faults::{Faults, FaultsError, Outage, StatusStorm};
-pub use logql::{LogqlError, MatchOp, Matcher, Selector};
+pub use logql::{LineFilter, LogqlError, MatchOp, Matcher, Selector};
 pub use metrics::Stats;
 pub use server::{run, LokiHandle, LokiReceiver, StartError};
 pub use store::StoredEntry;

@@ -1,8 +1,10 @@
-//! `POST /loki/api/v1/push` over HTTP (LOKI.md, "Request"): faults, tenant, body size,
-//! `Content-Type` and `Content-Encoding`, decoding with the schema's codecs, then the
-//! [`Receiver`]'s Loki semantics, and the answer with Loki's status and text.
+//! `POST /loki/api/v1/push` over HTTP (LOKI.md, "Request"), in Loki's order: faults, tenant,
+//! `Content-Encoding` (a gzip header is checked first), `Content-Type` (Go's media type
+//! parsing: `application/json` is JSON, anything else snappy protobuf), the body limits (413),
+//! decoding with the schema's Loki-faithful codecs, then the [`Receiver`]'s Loki semantics, and
+//! the answer with Loki's status and text. Loki never sends `Retry-After`; only an injected
+//! status storm does.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,16 +12,17 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use schema::loki::codec::{decode_json, decode_protobuf, DecodeError};
-use schema::loki::limits::aggregate_errors;
+use http_body_util::BodyExt;
+use schema::loki::codec::{
+    check_gzip_header, decode_json, decode_protobuf, gunzip, inflate, DecodeError,
+};
 use schema::loki::proto::PushRequest;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{Outage, StatusStorm};
 use super::metrics::DROPPED;
-use super::receiver::{Receiver, Refusal, MISSING_STREAMS};
+use super::receiver::{Answer, Receiver};
 use super::tenant::{tenant, TenantError};
 
 /// Closes the connection a request arrived on, without an answer (the `drop_rate` fault). The
@@ -39,32 +42,18 @@ pub(crate) enum PushError {
     /// A `Content-Encoding` Loki does not read (400).
     #[error("Content-Encoding {0:?} not supported")]
     Encoding(String),
-    /// The body, or what it inflates to, is over the limit (413).
-    #[error("request body too large: limit {0} bytes")]
-    TooLarge(usize),
+    /// The body as sent, or once decompressed, is over the limit (413); Loki's text.
+    #[error("request body too large: {0}")]
+    TooLarge(String),
     /// The body could not be read (400).
     #[error("reading request body: {0}")]
     Body(String),
-    /// The body does not decode (400).
+    /// The body does not decode (400), Loki's text.
     #[error("{0}")]
     Decode(DecodeError),
-    /// A gzip or deflate body that does not inflate (400).
-    #[error("decompressing body: {0}")]
-    Inflate(std::io::Error),
-    /// A push without streams (422).
-    #[error("{MISSING_STREAMS}")]
-    NoStreams,
-    /// A bad label set or rejected entries (400), Loki's aggregated text.
-    #[error("{0}")]
-    Rejected(String),
-    /// A rate or stream limit (429).
-    #[error("{message}")]
-    Limited {
-        /// Loki's text.
-        message: String,
-        /// `Retry-After`.
-        retry_after: Duration,
-    },
+    /// Loki's answer to a decoded push that is not 204.
+    #[error("{}", .0.message)]
+    Loki(Answer),
     /// The `unavailable` outage (503).
     #[error("Loki is unavailable (injected outage)")]
     Unavailable,
@@ -86,29 +75,25 @@ impl PushError {
     pub(crate) fn status(&self) -> StatusCode {
         let code = match self {
             PushError::Tenant(e) => e.status(),
-            PushError::TooLarge(_) | PushError::Decode(DecodeError::TooLarge(_)) => 413,
+            PushError::TooLarge(_) | PushError::Decode(DecodeError::TooLarge { .. }) => 413,
             PushError::ContentType(_)
             | PushError::Encoding(_)
             | PushError::Body(_)
-            | PushError::Decode(_)
-            | PushError::Inflate(_)
-            | PushError::Rejected(_) => 400,
-            PushError::NoStreams => 422,
-            PushError::Limited { .. } => 429,
+            | PushError::Decode(_) => 400,
+            PushError::Loki(answer) => answer.status,
             PushError::Unavailable => 503,
             PushError::Storm { code, .. } => *code,
             PushError::Dropped => 502,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
+}
 
-    fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            PushError::Limited { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-            PushError::Storm {
-                retry_after_secs, ..
-            } => *retry_after_secs,
-            _ => None,
+impl From<DecodeError> for PushError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge { .. } => PushError::TooLarge(e.to_string()),
+            e => PushError::Decode(e),
         }
     }
 }
@@ -116,28 +101,16 @@ impl PushError {
 impl IntoResponse for PushError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), format!("{self}\n")).into_response();
-        if let Some(secs) = self.retry_after_secs() {
+        if let PushError::Storm {
+            retry_after_secs: Some(secs),
+            ..
+        } = self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
-    }
-}
-
-impl From<Refusal> for PushError {
-    fn from(refusal: Refusal) -> Self {
-        match refusal {
-            Refusal::NoStreams => PushError::NoStreams,
-            Refusal::InvalidLabels(text) => PushError::Rejected(text),
-            Refusal::Limited {
-                message,
-                retry_after,
-            } => PushError::Limited {
-                message,
-                retry_after,
-            },
-        }
     }
 }
 
@@ -184,40 +157,72 @@ fn storm_hits(storm: &StatusStorm) -> bool {
     storm.rate > 0.0 && rand::random::<f64>() < storm.rate
 }
 
+/// How the body is compressed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    /// None, or `snappy` (which the protobuf body has anyway).
+    Identity,
+    Gzip,
+    Deflate,
+}
+
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
     let config = &receiver.config;
     let tenant = tenant(headers, config.auth_enabled)?;
-    let json = is_json(headers)?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let encoding = match headers.get(header::CONTENT_ENCODING) {
+        None => Encoding::Identity,
+        Some(v) => match v.as_bytes() {
+            b"" | b"snappy" => Encoding::Identity,
+            b"gzip" => Encoding::Gzip,
+            b"deflate" => Encoding::Deflate,
+            other => {
+                return Err(PushError::Encoding(
+                    String::from_utf8_lossy(other).into_owned(),
+                ))
+            }
+        },
+    };
     let max = config.max_body_bytes;
+    let body = read_at_most(body, max.saturating_add(1)).await?;
+    if encoding == Encoding::Gzip {
+        check_gzip_header(&body)?;
+    }
+    let json = is_json(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(PushError::TooLarge(max));
-    }
-    let body = match Limited::new(body, max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(PushError::TooLarge(max))
-        }
-        Err(e) => return Err(PushError::Body(e.to_string())),
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = |size: usize| {
+        PushError::TooLarge(format!("message size too large than max ({size} vs {max})"))
     };
-    let push = decode(&body, json, &encoding, max)?;
-    let outcome = receiver.ingest(tenant, push, now_nanos(), Instant::now())?;
-    if outcome.rejections.is_empty() {
-        Ok(())
-    } else {
-        Err(PushError::Rejected(aggregate_errors(&outcome.rejections)))
+    // Loki checks a protobuf body's declared length first, a JSON body's read length after.
+    if let Some(n) = declared.filter(|n| !json && *n > max) {
+        return Err(too_large(n));
     }
+    if body.len() > max {
+        return Err(too_large(body.len()));
+    }
+    let push = decode(&body, json, encoding, config.max_decompressed_bytes)?;
+    receiver
+        .ingest(tenant, push, now_nanos(), Instant::now())
+        .map_err(PushError::Loki)
+}
+
+/// The body, or its first `limit` bytes when it is longer (Loki reads through a limited reader
+/// and reports the size it saw).
+async fn read_at_most(mut body: Body, limit: usize) -> Result<Vec<u8>, PushError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| PushError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            let room = limit - out.len();
+            out.extend_from_slice(&data[..data.len().min(room)]);
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `application/json` → JSON; any other valid media type → protobuf; none or a malformed one →
@@ -258,45 +263,29 @@ fn is_json(headers: &HeaderMap) -> Result<bool, PushError> {
     Ok(media == "application/json")
 }
 
-fn decode(body: &[u8], json: bool, encoding: &str, max: usize) -> Result<PushRequest, PushError> {
-    match (json, encoding) {
-        (true, "gzip") => decode_json(body, true, max).map_err(PushError::Decode),
-        (true, "" | "snappy" | "identity") => {
-            decode_json(body, false, max).map_err(PushError::Decode)
+fn decode(
+    body: &[u8],
+    json: bool,
+    encoding: Encoding,
+    max_decompressed: usize,
+) -> Result<PushRequest, DecodeError> {
+    let inflated;
+    let body = match encoding {
+        Encoding::Identity => body,
+        Encoding::Gzip => {
+            inflated = gunzip(body, max_decompressed)?;
+            inflated.as_slice()
         }
-        (false, "" | "snappy" | "identity") => {
-            decode_protobuf(body, max).map_err(PushError::Decode)
+        Encoding::Deflate => {
+            inflated = inflate(body, max_decompressed)?;
+            inflated.as_slice()
         }
-        (_, "gzip" | "deflate") => {
-            let inflated = inflate(body, encoding == "gzip", max)?;
-            if json {
-                decode_json(&inflated, false, max).map_err(PushError::Decode)
-            } else {
-                decode_protobuf(&inflated, max).map_err(PushError::Decode)
-            }
-        }
-        (_, other) => Err(PushError::Encoding(other.to_owned())),
-    }
-}
-
-/// Inflates a gzip or raw deflate body, refusing to grow beyond `max` bytes.
-fn inflate(body: &[u8], gzip: bool, max: usize) -> Result<Vec<u8>, PushError> {
-    let limit = (max as u64).saturating_add(1);
-    let mut out = Vec::new();
-    let read = if gzip {
-        flate2::read::GzDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut out)
-    } else {
-        flate2::read::DeflateDecoder::new(body)
-            .take(limit)
-            .read_to_end(&mut out)
     };
-    read.map_err(PushError::Inflate)?;
-    if out.len() > max {
-        return Err(PushError::TooLarge(max));
+    if json {
+        decode_json(body, false, max_decompressed)
+    } else {
+        decode_protobuf(body, max_decompressed)
     }
-    Ok(out)
 }
 
 /// The wall clock in nanoseconds since the epoch.
@@ -331,34 +320,43 @@ mod tests {
 
     #[test]
     fn statuses_are_lokis() {
-        assert_eq!(PushError::NoStreams.status(), 422);
+        assert_eq!(
+            PushError::Loki(Answer {
+                status: 422,
+                message: "m".into()
+            })
+            .status(),
+            422
+        );
         assert_eq!(PushError::Tenant(TenantError::NoOrgId).status(), 401);
-        assert_eq!(PushError::Decode(DecodeError::TooLarge(1)).status(), 413);
-        let limited = PushError::Limited {
+        assert_eq!(
+            PushError::from(DecodeError::TooLarge { size: 2, max: 1 }).status(),
+            413
+        );
+        let limited = PushError::Loki(Answer {
+            status: 429,
             message: "m".into(),
-            retry_after: Duration::from_secs(3),
-        }
+        })
         .into_response();
         assert_eq!(limited.status(), 429);
-        assert_eq!(limited.headers()[header::RETRY_AFTER], "3");
+        assert!(limited.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]
-    fn rejects_unknown_encodings_and_inflates_deflate() {
-        assert!(matches!(
-            decode(b"", true, "br", 100),
-            Err(PushError::Encoding(_))
-        ));
+    fn inflates_deflate_and_refuses_bombs() {
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut enc, br#"{"streams":[]}"#).unwrap();
         let body = enc.finish().unwrap();
         assert_eq!(
-            decode(&body, true, "deflate", 100).unwrap().streams.len(),
+            decode(&body, true, Encoding::Deflate, 100)
+                .unwrap()
+                .streams
+                .len(),
             0
         );
         assert!(matches!(
-            decode(&body, true, "deflate", 5),
-            Err(PushError::TooLarge(5))
+            decode(&body, true, Encoding::Deflate, 5),
+            Err(DecodeError::TooLarge { size: 6, max: 5 })
         ));
     }
 }

@@ -1,6 +1,9 @@
-//! Loki's query API as tests and smoke checks use it (LOKI.md, "Query"): `/ready`,
-//! `/loki/api/v1/query_range` with a stream selector, `/loki/api/v1/labels` and
-//! `/loki/api/v1/label/<name>/values`. Parameters are read as Loki reads them.
+//! Loki's query API as tests, smoke checks and the conformance replay use it (LOKI.md,
+//! "Query"): `/ready`, `/loki/api/v1/query_range` with a stream selector and line filters (with
+//! `X-Loki-Response-Encoding-Flags: categorize-labels`, structured metadata comes back apart
+//! from the stream labels), `/loki/api/v1/series`, `/loki/api/v1/labels` and
+//! `/loki/api/v1/label/<name>/values`. Parameters are read as Loki reads them, and like a Loki
+//! that never flushed, queries see only entries within `query_ingesters_within` of now.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -10,6 +13,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use schema::labels::is_valid_label_name;
+use schema::loki::label_text;
 use schema::{LabelSet, Timestamp};
 use serde::Serialize;
 use thiserror::Error;
@@ -18,6 +23,7 @@ use super::faults::Outage;
 use super::logql::{LogqlError, Selector};
 use super::push::now_nanos;
 use super::receiver::Receiver;
+use super::store::{Entry, Stream};
 use super::tenant::{tenant, TenantError};
 
 const HOUR_NANOS: i64 = 3_600_000_000_000;
@@ -36,12 +42,16 @@ pub(crate) enum QueryError {
     /// A bad parameter (400), Loki's text.
     #[error("{0}")]
     Param(String),
+    /// A query Loki fails with 500, Loki's text.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let status = match &self {
             QueryError::Tenant(e) => e.status(),
+            QueryError::Internal(_) => 500,
             _ => 400,
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -74,13 +84,33 @@ struct StreamsData<'a> {
     result_type: &'static str,
     result: Vec<StreamResult<'a>>,
     stats: BTreeMap<String, u64>,
+    #[serde(rename = "encodingFlags", skip_serializing_if = "Vec::is_empty")]
+    encoding_flags: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
 struct StreamResult<'a> {
     stream: BTreeMap<Cow<'a, str>, &'a str>,
-    values: Vec<(String, &'a str)>,
+    values: Vec<Value<'a>>,
 }
+
+/// One value of a result stream: `[ns, line]`, or with categorized labels
+/// `[ns, line, {"structuredMetadata": {…}}]`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Value<'a> {
+    Plain((String, &'a str)),
+    Categorized((String, &'a str, Categories<'a>)),
+}
+
+#[derive(Serialize)]
+struct Categories<'a> {
+    #[serde(rename = "structuredMetadata")]
+    structured_metadata: BTreeMap<&'a str, &'a str>,
+}
+
+/// The header with which a client asks for structured metadata apart from the stream labels.
+const ENCODING_FLAGS: &str = "x-loki-response-encoding-flags";
 
 /// `GET /loki/api/v1/query_range`.
 pub(crate) async fn query_range(
@@ -117,34 +147,83 @@ pub(crate) async fn query_range(
         Some(d) if d == "forward" => true,
         Some(d) => return Err(QueryError::Param(format!("invalid direction '{d}'"))),
     };
+    let categorize = headers
+        .get_all(ENCODING_FLAGS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|flag| flag.trim() == "categorize-labels");
+    let Some((start, end)) = visible(&receiver, start, end) else {
+        return Ok(streams_body(Vec::new(), categorize));
+    };
     let body = receiver.with_store(|store| {
         let Some(state) = store.tenant(tenant) else {
-            return streams_body(Vec::new());
+            return Ok(streams_body(Vec::new(), categorize));
         };
         // Every selected entry in range, streams in label order and entries oldest first.
-        let mut streams: Vec<_> = state
+        let mut streams: Vec<(&LabelSet, &Stream)> = state
             .streams
             .iter()
             .filter(|(labels, _)| selector.matches(labels))
             .collect();
         streams.sort_by(|a, b| a.0.cmp(b.0));
-        let mut hits: Vec<_> = streams
+        let mut hits: Vec<(&LabelSet, i64, &Entry)> = streams
             .iter()
             .flat_map(|(labels, stream)| {
                 stream
                     .range(start, end)
+                    .filter(|(_, e)| selector.matches_line(&e.line))
                     .map(move |(ts, e)| (*labels, ts, e))
             })
             .collect();
+        // Loki prints each stream's labels and parses them again on the way out: a name
+        // outside the legacy grammar (pushed as `{"a.b"="c"}`) makes every such query fail.
+        if let Some((labels, _, _)) = hits
+            .iter()
+            .find(|(l, _, _)| l.pairs().iter().any(|(k, _)| !is_valid_label_name(k)))
+        {
+            let text = label_text::render_unquoted_names(labels.pairs());
+            let error = label_text::parse(&text)
+                .err()
+                .map_or_else(|| "invalid label name".to_owned(), |e| e.to_string());
+            return Err(QueryError::Internal(format!(
+                "could not write JSON response: {error}"
+            )));
+        }
         hits.sort_by_key(|(_, ts, _)| *ts);
         if !forward {
             hits.reverse();
         }
         hits.truncate(limit);
-        // Entries with different structured metadata land in different result streams.
         let mut results: BTreeMap<Vec<(Cow<'_, str>, &str)>, StreamResult<'_>> = BTreeMap::new();
         for (labels, ts, entry) in hits {
-            let stream = result_labels(labels, &entry.metadata);
+            let (stream, value) = if categorize {
+                // Structured metadata apart: one result stream per label set.
+                let stream = labels
+                    .pairs()
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_str()))
+                    .collect();
+                let metadata: BTreeMap<&str, &str> = entry.stored_metadata().into_iter().collect();
+                let value = if metadata.is_empty() {
+                    Value::Plain((ts.to_string(), entry.line.as_str()))
+                } else {
+                    Value::Categorized((
+                        ts.to_string(),
+                        entry.line.as_str(),
+                        Categories {
+                            structured_metadata: metadata,
+                        },
+                    ))
+                };
+                (stream, value)
+            } else {
+                // Entries with different structured metadata land in different result streams.
+                (
+                    result_labels(labels, entry),
+                    Value::Plain((ts.to_string(), entry.line.as_str())),
+                )
+            };
             let key: Vec<_> = stream.iter().map(|(k, v)| (k.clone(), *v)).collect();
             results
                 .entry(key)
@@ -153,45 +232,114 @@ pub(crate) async fn query_range(
                     values: Vec::new(),
                 })
                 .values
-                .push((ts.to_string(), entry.line.as_str()));
+                .push(value);
         }
-        streams_body(results.into_values().collect())
-    });
+        Ok(streams_body(results.into_values().collect(), categorize))
+    })?;
     Ok(body)
 }
 
-fn streams_body(result: Vec<StreamResult<'_>>) -> Response {
+/// The part of `start..end` a Loki that never flushed can answer: entries older than
+/// `query_ingesters_within` before now are not visible. `None` when nothing is.
+fn visible(receiver: &Receiver, start: i64, end: i64) -> Option<(i64, i64)> {
+    let within = receiver.config.query_ingesters_within;
+    if within.is_zero() {
+        return Some((start, end));
+    }
+    let oldest = now_nanos().saturating_sub(i64::try_from(within.as_nanos()).unwrap_or(i64::MAX));
+    (end >= oldest).then_some((start.max(oldest), end))
+}
+
+fn streams_body(result: Vec<StreamResult<'_>>, categorize: bool) -> Response {
     Json(Success {
         status: "success",
         data: StreamsData {
             result_type: "streams",
             result,
             stats: BTreeMap::new(),
+            encoding_flags: if categorize {
+                vec!["categorize-labels"]
+            } else {
+                Vec::new()
+            },
         },
     })
     .into_response()
 }
 
-/// A result stream's labels: the stream's, plus the entry's structured metadata (a name that is
-/// already a stream label gets Loki's `_extracted` suffix).
-fn result_labels<'a>(
-    labels: &'a LabelSet,
-    metadata: &'a [schema::loki::proto::LabelPairAdapter],
-) -> BTreeMap<Cow<'a, str>, &'a str> {
+/// A result stream's labels without categorized labels: the stream's, plus the entry's
+/// structured metadata (a name that is already a stream label gets Loki's `_extracted`
+/// suffix).
+fn result_labels<'a>(labels: &'a LabelSet, entry: &'a Entry) -> BTreeMap<Cow<'a, str>, &'a str> {
     let mut out: BTreeMap<Cow<'a, str>, &'a str> = labels
         .pairs()
         .iter()
         .map(|(k, v)| (Cow::Borrowed(k.as_str()), v.as_str()))
         .collect();
-    for pair in metadata {
-        let name = if labels.get(&pair.name).is_some() {
-            Cow::Owned(format!("{}_extracted", pair.name))
+    for (name, value) in entry.stored_metadata() {
+        let name = if labels.get(name).is_some() {
+            Cow::Owned(format!("{name}_extracted"))
         } else {
-            Cow::Borrowed(pair.name.as_str())
+            Cow::Borrowed(name)
         };
-        out.insert(name, pair.value.as_str());
+        out.insert(name, value);
     }
     out
+}
+
+/// `GET /loki/api/v1/series?match[]=<selector>…`: the label sets of the selected streams with
+/// entries in range (default the last hour), sorted.
+pub(crate) async fn series(
+    State(receiver): State<Arc<Receiver>>,
+    headers: HeaderMap,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, QueryError> {
+    let tenant = tenant(&headers, receiver.config.auth_enabled)?;
+    let params: HashMap<String, String> = pairs.iter().cloned().collect();
+    let selectors = pairs
+        .iter()
+        .filter(|(k, _)| k == "match[]" || k == "match")
+        .map(|(_, v)| Selector::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (start, end) = range(&params, HOUR_NANOS)?;
+    let Some((start, end)) = visible(&receiver, start, end) else {
+        return Ok(series_body(BTreeSet::new()));
+    };
+    let found = receiver.with_store(|store| {
+        let mut data: BTreeSet<&LabelSet> = BTreeSet::new();
+        let Some(state) = store.tenant(tenant) else {
+            return BTreeSet::new();
+        };
+        for (labels, stream) in &state.streams {
+            let selected = selectors.is_empty() || selectors.iter().any(|s| s.matches(labels));
+            // Loki's ingester compares the stream's bounds with the range.
+            let overlaps = stream
+                .bounds()
+                .is_some_and(|(first, last)| end > first && start <= last);
+            if selected && overlaps {
+                data.insert(labels);
+            }
+        }
+        data.into_iter().cloned().collect::<BTreeSet<LabelSet>>()
+    });
+    Ok(series_body(found))
+}
+
+fn series_body(sets: BTreeSet<LabelSet>) -> Response {
+    let data: Vec<BTreeMap<&str, &str>> = sets
+        .iter()
+        .map(|l| {
+            l.pairs()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        })
+        .collect();
+    Json(Success {
+        status: "success",
+        data,
+    })
+    .into_response()
 }
 
 /// `GET /loki/api/v1/labels`: names of the stream labels of streams with entries in range
@@ -320,19 +468,24 @@ mod tests {
     #[test]
     fn metadata_joins_the_stream_labels() {
         let labels = LabelSet::from_pairs([("service", "api"), ("trace_id", "s")]);
-        let meta = [
-            schema::loki::proto::LabelPairAdapter {
-                name: "trace_id".into(),
-                value: "m".into(),
-            },
-            schema::loki::proto::LabelPairAdapter {
-                name: "span_id".into(),
-                value: "x".into(),
-            },
-        ];
-        let got = result_labels(&labels, &meta);
+        let entry = Entry {
+            line: "l".into(),
+            metadata: vec![
+                schema::loki::proto::LabelPairAdapter {
+                    name: "trace_id".into(),
+                    value: "m".into(),
+                },
+                schema::loki::proto::LabelPairAdapter {
+                    name: "span_id".into(),
+                    value: "x".into(),
+                },
+            ],
+            detected_level: Some("info".into()),
+        };
+        let got = result_labels(&labels, &entry);
         assert_eq!(got.get("trace_id"), Some(&"s"));
         assert_eq!(got.get("trace_id_extracted"), Some(&"m"));
         assert_eq!(got.get("span_id"), Some(&"x"));
+        assert_eq!(got.get("detected_level"), Some(&"info"));
     }
 }

@@ -1,9 +1,12 @@
-//! Loki's ingestion limits that answer 429 (LOKI.md, "Answers"): token buckets on line bytes for
-//! the tenant rate (`ingestion_rate_mb`, `ingestion_burst_size_mb`) and the per-stream rate
+//! Loki's ingestion limits that answer 429 (LOKI.md, "Answers"; recorded: `rate-*`,
+//! `stream-rate-*`, `stream-limit-*` in `loki-conformance/`): token buckets of bytes for the
+//! tenant rate (`ingestion_rate_mb`, `ingestion_burst_size_mb`) and the per-stream rate
 //! (`per_stream_rate_limit`, `per_stream_rate_limit_burst`), and Loki's texts for them and for
-//! the active stream limit.
+//! the active stream limit. Loki never sends `Retry-After` with these.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use schema::loki::go_text::byte_size;
 
 /// A token bucket of bytes, as Go's `rate.Limiter` that Loki uses: it holds at most `burst`
 /// tokens, refills at `rate` per second, and a request of more than `burst` never passes.
@@ -31,11 +34,10 @@ impl TokenBucket {
         self.rate
     }
 
-    /// Whether `bytes` may pass at `now`, without taking them; else how long until the bucket
-    /// could hold them (at least a second).
-    pub(crate) fn check(&mut self, bytes: usize, now: Instant) -> Result<(), Duration> {
+    /// Go's `AllowN`: whether `bytes` may pass at `now`, taking them when they do.
+    pub(crate) fn allow(&mut self, bytes: usize, now: Instant) -> bool {
         if self.rate.is_infinite() {
-            return Ok(());
+            return true;
         }
         if now > self.last {
             let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
@@ -43,117 +45,81 @@ impl TokenBucket {
             self.last = now;
         }
         let wanted = bytes as f64;
-        if wanted <= self.tokens {
-            return Ok(());
+        if wanted > self.tokens {
+            return false;
         }
-        // A request over the burst never passes; advise waiting for a full bucket.
-        let missing = wanted.min(self.burst) - self.tokens;
-        let secs = (missing / self.rate).ceil().clamp(1.0, 86_400.0);
-        Err(Duration::from_secs_f64(secs))
-    }
-
-    /// Takes `bytes` after a successful [`TokenBucket::check`].
-    pub(crate) fn take(&mut self, bytes: usize) {
-        if self.rate.is_finite() {
-            self.tokens -= bytes as f64;
-        }
+        self.tokens -= wanted;
+        true
     }
 }
 
 /// Loki's text for the tenant rate limit (`rate_limited`).
 pub(crate) fn tenant_rate_message(tenant: &str, rate: f64, lines: usize, bytes: usize) -> String {
     format!(
-        "Ingestion rate limit exceeded for user {tenant} (limit: {} bytes/sec) while attempting to ingest '{lines}' lines totaling '{bytes}' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased",
+        "ingestion rate limit exceeded for user {tenant} (limit: {} bytes/sec) while attempting to ingest '{lines}' lines totaling '{bytes}' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased",
         rate as u64
     )
 }
 
-/// Loki's text for the active stream limit (`stream_limit`).
+/// Loki's text for the active stream limit (`stream_limit`), naming the stream being created.
 pub(crate) fn stream_limit_message(tenant: &str, labels: &str) -> String {
     format!(
-        "Maximum active stream limit exceeded when trying to create stream {labels}, reduce the number of active streams (reduce labels or reduce label values), or contact your Loki administrator to see if the limit can be increased, user: '{tenant}'"
+        "maximum active stream limit exceeded when trying to create stream {labels}, reduce the number of active streams (reduce labels or reduce label values), or contact your Loki administrator to see if the limit can be increased, user: '{tenant}'"
     )
 }
 
-/// Loki's text for the per-stream rate limit (`per_stream_rate_limit`).
+/// Loki's text for one entry over the per-stream rate (`per_stream_rate_limit`).
 pub(crate) fn stream_rate_message(rate: f64, labels: &str, bytes: usize) -> String {
     format!(
         "Per stream rate limit exceeded (limit: {}/sec) while attempting to ingest for stream '{labels}' totaling {}, consider splitting a stream via additional labels or contact your Loki administrator to see if the limit can be increased",
-        base2_bytes(rate as u64),
-        base2_bytes(bytes as u64)
+        byte_size(rate as u64),
+        byte_size(bytes as u64)
     )
-}
-
-/// Bytes as Go's `units.Base2Bytes` prints them (Loki's `flagext.ByteSize`): `3MiB`,
-/// `1KiB512B`.
-fn base2_bytes(mut n: u64) -> String {
-    const UNITS: [(&str, u64); 7] = [
-        ("EiB", 1 << 60),
-        ("PiB", 1 << 50),
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-        ("B", 1),
-    ];
-    let mut out = String::new();
-    for (suffix, unit) in UNITS {
-        if n >= unit {
-            out.push_str(&(n / unit).to_string());
-            out.push_str(suffix);
-            n %= unit;
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn a_full_bucket_passes_its_burst_then_refills_at_its_rate() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(100.0, 1000.0, t0);
-        assert_eq!(b.check(1000, t0), Ok(()));
-        b.take(1000);
-        assert_eq!(b.check(50, t0), Err(Duration::from_secs(1)));
-        assert_eq!(b.check(50, t0 + Duration::from_millis(500)), Ok(()));
-        assert_eq!(
-            b.check(400, t0 + Duration::from_millis(500)),
-            Err(Duration::from_secs(4))
-        );
+        assert!(b.allow(1000, t0));
+        assert!(!b.allow(50, t0));
+        assert!(b.allow(50, t0 + Duration::from_millis(500)));
+        assert!(!b.allow(400, t0 + Duration::from_millis(500)));
     }
 
     #[test]
     fn a_request_over_the_burst_never_passes() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(100.0, 1000.0, t0);
-        assert!(b.check(1001, t0 + Duration::from_secs(3600)).is_err());
+        assert!(!b.allow(1001, t0 + Duration::from_secs(3600)));
+        assert!(b.allow(1000, t0 + Duration::from_secs(3600)));
     }
 
     #[test]
     fn an_infinite_rate_always_passes() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(f64::INFINITY, f64::INFINITY, t0);
-        assert_eq!(b.check(usize::MAX, t0), Ok(()));
-        b.take(usize::MAX);
-        assert_eq!(b.check(usize::MAX, t0), Ok(()));
-    }
-
-    #[test]
-    fn prints_bytes_like_go_units() {
-        assert_eq!(base2_bytes(3 * 1024 * 1024), "3MiB");
-        assert_eq!(base2_bytes(1536), "1KiB512B");
-        assert_eq!(base2_bytes(15 << 20), "15MiB");
+        assert!(b.allow(usize::MAX, t0));
+        assert!(b.allow(usize::MAX, t0));
     }
 
     #[test]
     fn messages_have_lokis_text() {
-        assert!(tenant_rate_message("t", 4194304.0, 2, 10).starts_with(
-            "Ingestion rate limit exceeded for user t (limit: 4194304 bytes/sec) while attempting to ingest '2' lines totaling '10' bytes"
+        // Recorded: rate-over-burst, stream-rate-over, stream-limit-exceeded.
+        assert_eq!(
+            tenant_rate_message("fake", 1_048_576.0, 5, 1_048_577),
+            "ingestion rate limit exceeded for user fake (limit: 1048576 bytes/sec) while attempting to ingest '5' lines totaling '1048577' bytes, reduce log volume or contact your Loki administrator to see if the limit can be increased"
+        );
+        assert!(stream_rate_message(65_536.0, "{a=\"b\"}", 6000)
+            .starts_with("Per stream rate limit exceeded (limit: 64KB/sec) while attempting to ingest for stream '{a=\"b\"}' totaling 6000B,"));
+        assert!(stream_limit_message("fake", "{a=\"b\"}").starts_with(
+            "maximum active stream limit exceeded when trying to create stream {a=\"b\"}, "
         ));
-        assert!(stream_rate_message(3145728.0, "{a=\"b\"}", 16 << 20)
-            .starts_with("Per stream rate limit exceeded (limit: 3MiB/sec)"));
     }
 }

@@ -214,6 +214,7 @@ pub(crate) fn api_router(receiver: Arc<Receiver>) -> Router {
         .route("/loki/api/v1/push", post(push::push))
         .route("/ready", get(query::ready))
         .route("/loki/api/v1/query_range", get(query::query_range))
+        .route("/loki/api/v1/series", get(query::series))
         .route("/loki/api/v1/labels", get(query::labels))
         .route("/loki/api/v1/label/{name}/values", get(query::label_values))
         .route("/metrics", get(metrics))

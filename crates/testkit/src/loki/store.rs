@@ -1,11 +1,12 @@
 //! The receiver's memory (tests only): per tenant, per label set, entries ordered by timestamp
-//! then arrival, with their structured metadata, plus the state Loki's limits need per tenant
-//! and per stream (newest timestamp, rate buckets). An entry identical to a stored one (same
-//! tenant, labels, timestamp and line) is not stored twice (LOKI.md: Loki drops exact
-//! duplicates).
+//! then arrival, with the structured metadata Loki stores, plus the state Loki's ingester keeps
+//! per stream (last line, newest timestamp, rate bucket). An entry identical to a stored one
+//! (same stream, timestamp, line and structured metadata) is not stored twice, wherever it sits
+//! in the stream (LOKI.md; recorded: `dup-non-consecutive`, `dup-different-sm`).
 
 use std::collections::{BTreeMap, HashMap};
 
+use schema::loki::metadata::DETECTED_LEVEL;
 use schema::loki::proto::LabelPairAdapter;
 use schema::LabelSet;
 
@@ -21,7 +22,8 @@ pub struct StoredEntry {
     pub timestamp: i64,
     /// The line.
     pub line: String,
-    /// Structured metadata, in the order it was pushed.
+    /// The structured metadata the client sent, as Loki stores it (names normalised, empty
+    /// values dropped), without the `detected_level` Loki adds (queries show that one).
     pub metadata: Vec<(String, String)>,
 }
 
@@ -29,14 +31,42 @@ pub struct StoredEntry {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) line: String,
+    /// The client's metadata, normalised as Loki stores it.
     pub(crate) metadata: Vec<LabelPairAdapter>,
+    /// The `detected_level` Loki added, if it added one.
+    pub(crate) detected_level: Option<String>,
+}
+
+impl Entry {
+    /// Every metadata pair Loki holds for the entry, `detected_level` included, by name.
+    pub(crate) fn stored_metadata(&self) -> Vec<(&str, &str)> {
+        let mut all: Vec<(&str, &str)> = self
+            .metadata
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .chain(self.detected_level.as_deref().map(|l| (DETECTED_LEVEL, l)))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// The last entry appended to a stream: Loki skips an entry equal to it before any other
+/// check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LastLine {
+    pub(crate) ts: i64,
+    pub(crate) line: String,
+    pub(crate) metadata: Vec<(String, String)>,
 }
 
 /// One stream of a tenant.
 #[derive(Debug)]
 pub(crate) struct Stream {
-    /// Newest timestamp accepted, for Loki's "too far behind" rule (kept in count-only mode).
+    /// Newest timestamp stored, for Loki's "too far behind" rule (kept in count-only mode).
     pub(crate) newest: Option<i64>,
+    /// The last entry appended.
+    pub(crate) last: Option<LastLine>,
     /// Per-stream rate bucket.
     pub(crate) bucket: TokenBucket,
     /// Entries by timestamp, each timestamp's in arrival order (empty in count-only mode).
@@ -48,24 +78,24 @@ impl Stream {
     pub(crate) fn new(bucket: TokenBucket) -> Self {
         Self {
             newest: None,
+            last: None,
             bucket,
             entries: BTreeMap::new(),
         }
     }
 
-    /// Stores an entry unless an identical one (timestamp and line) is stored; true when
-    /// stored.
-    pub(crate) fn insert(
-        &mut self,
-        ts: i64,
-        line: String,
-        metadata: Vec<LabelPairAdapter>,
-    ) -> bool {
+    /// Stores an entry unless an identical one (timestamp, line and metadata) is stored; true
+    /// when stored.
+    pub(crate) fn insert(&mut self, ts: i64, entry: Entry) -> bool {
         let slot = self.entries.entry(ts).or_default();
-        if slot.iter().any(|e| e.line == line) {
+        let metadata = entry.stored_metadata();
+        if slot
+            .iter()
+            .any(|e| e.line == entry.line && e.stored_metadata() == metadata)
+        {
             return false;
         }
-        slot.push(Entry { line, metadata });
+        slot.push(entry);
         true
     }
 
@@ -89,6 +119,13 @@ impl Stream {
     /// True when the stream holds an entry in `start..end`.
     pub(crate) fn has_entries_in(&self, start: i64, end: i64) -> bool {
         self.range(start, end).next().is_some()
+    }
+
+    /// Oldest and newest stored timestamps.
+    pub(crate) fn bounds(&self) -> Option<(i64, i64)> {
+        let first = *self.entries.keys().next()?;
+        let last = *self.entries.keys().next_back()?;
+        Some((first, last))
     }
 }
 
@@ -156,16 +193,19 @@ impl Store {
         streams
             .into_iter()
             .flat_map(|(labels, stream)| {
-                stream.iter().map(move |(timestamp, e)| StoredEntry {
-                    labels: labels.clone(),
-                    timestamp,
-                    line: e.line.clone(),
-                    metadata: e
-                        .metadata
-                        .iter()
-                        .map(|p| (p.name.clone(), p.value.clone()))
-                        .collect(),
-                })
+                stream
+                    .iter()
+                    .filter(|(_, e)| selector.is_none_or(|s| s.matches_line(&e.line)))
+                    .map(move |(timestamp, e)| StoredEntry {
+                        labels: labels.clone(),
+                        timestamp,
+                        line: e.line.clone(),
+                        metadata: e
+                            .metadata
+                            .iter()
+                            .map(|p| (p.name.clone(), p.value.clone()))
+                            .collect(),
+                    })
             })
             .collect()
     }
@@ -181,22 +221,39 @@ mod tests {
         Stream::new(TokenBucket::new(1.0, 1.0, Instant::now()))
     }
 
+    fn e(line: &str, meta: &[(&str, &str)]) -> Entry {
+        Entry {
+            line: line.into(),
+            metadata: meta
+                .iter()
+                .map(|(name, value)| LabelPairAdapter {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            detected_level: Some("unknown".into()),
+        }
+    }
+
     #[test]
-    fn drops_exact_duplicates_but_keeps_same_timestamp_with_another_line() {
+    fn drops_exact_duplicates_but_keeps_another_line_or_other_metadata() {
         let mut s = stream();
-        assert!(s.insert(5, "a".into(), vec![]));
-        assert!(!s.insert(5, "a".into(), vec![]));
-        assert!(s.insert(5, "b".into(), vec![]));
-        assert!(s.insert(3, "a".into(), vec![]));
+        assert!(s.insert(5, e("a", &[])));
+        assert!(!s.insert(5, e("a", &[])));
+        assert!(s.insert(5, e("b", &[])));
+        assert!(s.insert(5, e("a", &[("k", "1")])));
+        assert!(!s.insert(5, e("a", &[("k", "1")])));
+        assert!(s.insert(3, e("a", &[])));
         let got: Vec<_> = s.range(0, 10).map(|(t, e)| (t, e.line.as_str())).collect();
-        assert_eq!(got, [(3, "a"), (5, "a"), (5, "b")]);
+        assert_eq!(got, [(3, "a"), (5, "a"), (5, "b"), (5, "a")]);
+        assert_eq!(s.bounds(), Some((3, 5)));
     }
 
     #[test]
     fn range_is_start_inclusive_end_exclusive() {
         let mut s = stream();
         for ts in [1, 2, 3] {
-            s.insert(ts, "x".into(), vec![]);
+            s.insert(ts, e("x", &[]));
         }
         let got: Vec<_> = s.range(1, 3).map(|(t, _)| t).collect();
         assert_eq!(got, [1, 2]);
