@@ -21,9 +21,14 @@ mod kafka;
 mod labels;
 mod loki;
 pub mod metrics;
+pub mod moment;
 mod offsets;
+pub mod output;
 mod pipeline;
+mod progress;
+pub mod redrive;
 mod retry;
+mod scan;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use consumer::redrive::{Ending, RedriveArgs};
 use consumer::ConsumerConfig;
 
 /// Consumes JSON log records from Kafka and pushes them to Grafana Loki, committing offsets
@@ -29,6 +30,19 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Move dead letters back to the main topic once their cause is fixed (runbook:
+    /// deploy/README.md, "Redriving the dead-letter topic").
+    ///
+    /// Reads KAFKA_DLQ_TOPIC as its own consumer group from the group's committed offsets to
+    /// the end each partition has at the start, and re-publishes the selected records to
+    /// KAFKA_TOPIC exactly as the producer wrote them (key = service, the record headers, the
+    /// line unchanged), committing a batch's offsets only once Kafka acknowledged every record
+    /// it moved. Letters not selected are passed over: their offsets advance too. Poison
+    /// messages (not valid records) stay unless their reason is named with --reason. Exit
+    /// status: 0 done (the end reached; with --follow, stopped by a signal), 75 stopped
+    /// before the end (a signal, another member of the group, or a publish that kept
+    /// failing): run again to go on, 78 bad configuration, 1 other failures, 2 bad usage.
+    Redrive(Box<RedriveArgs>),
     /// Exit 0 when the running consumer's /healthz answers 200 (for container HEALTHCHECKs).
     Healthcheck {
         /// Admin port to check (default: the port of HTTP_LISTEN, 8001).
@@ -66,14 +80,21 @@ fn main() -> ExitCode {
                 ExitCode::from(78)
             }
         },
+        Command::Redrive(args) => redrive(*args, &env),
     }
 }
 
-fn run(
-    file: Option<PathBuf>,
+/// Exit status of a tool that stopped before its end: run it again to go on (EX_TEMPFAIL).
+const EXIT_AGAIN: u8 = 75;
+/// Exit status for bad configuration (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+/// Loads and checks the configuration for a command-line tool and starts its logging.
+fn tool_config(
+    file: Option<&std::path::Path>,
     env: &std::collections::HashMap<String, String>,
-) -> anyhow::Result<ExitCode> {
-    let config: ConsumerConfig = service::config::load(file.as_deref(), env)?;
+) -> anyhow::Result<ConsumerConfig> {
+    let config: ConsumerConfig = service::config::load(file, env)?;
     config.validate()?;
     let format = if config.log_format.is_empty() {
         service::telemetry::LogFormat::from_env(None)
@@ -81,11 +102,63 @@ fn run(
         service::telemetry::LogFormat::from_env(Some(&config.log_format))
     };
     service::telemetry::init(&config.log_level, format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    Ok(config)
+}
+
+/// A runtime for a command-line tool.
+fn tool_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
+    let config = match tool_config(args.config.as_deref(), env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer redrive: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tool_runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consumer redrive: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = service::shutdown::on_signal();
+        consumer::redrive::redrive(config, args, shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(outcome) => {
+            print!("{}", outcome.report);
+            match outcome.ending {
+                Ending::Complete => ExitCode::SUCCESS,
+                Ending::Interrupted | Ending::Rebalanced => ExitCode::from(EXIT_AGAIN),
+            }
+        }
+        Err(e @ consumer::redrive::RedriveError::Busy { .. }) => {
+            eprintln!("consumer redrive: {e}");
+            ExitCode::from(EXIT_AGAIN)
+        }
+        Err(e) => {
+            eprintln!("consumer redrive: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(
+    file: Option<PathBuf>,
+    env: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<ExitCode> {
+    let config = tool_config(file.as_deref(), env)?;
+    let runtime = tool_runtime()?;
     let result = runtime.block_on(async move {
         let shutdown = service::shutdown::on_signal();
         let summary = consumer::run(config, prometheus::Registry::new(), shutdown).await?;
