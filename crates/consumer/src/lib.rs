@@ -8,6 +8,7 @@
 //! (retries and 400 bisection), `loki` (the client), `health` (Loki's health, one owner),
 //! `dlq`, `retry`, [`metrics`] and the admin server from the `service` crate.
 
+pub mod audit;
 mod batch;
 pub mod config;
 mod deliver;

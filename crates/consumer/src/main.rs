@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use consumer::audit::AuditArgs;
 use consumer::redrive::{Ending, RedriveArgs};
 use consumer::ConsumerConfig;
 
@@ -43,6 +44,19 @@ enum Command {
     /// before the end (a signal, another member of the group, or a publish that kept
     /// failing): run again to go on, 78 bad configuration, 1 other failures, 2 bad usage.
     Redrive(Box<RedriveArgs>),
+    /// Prove delivery: compare what the topic holds with what Loki and the dead-letter topic
+    /// hold (README, "Proving delivery").
+    ///
+    /// For a window of record timestamps (--since/--until) or Kafka offset ranges (--offsets),
+    /// reads KAFKA_TOPIC (joining no group), the dead letters naming those messages and
+    /// KAFKA_GROUP_ID's committed offsets, then asks Loki (LOKI_URL, tenant, credentials) for
+    /// every stream of the label policy through query_range, paged and paced. It reports per
+    /// partition and per stream: in Kafka, in Loki, in the DLQ, duplicates (one Loki entry
+    /// for several messages), pending (not consumed yet), beyond Loki's horizon, unverified,
+    /// missing, and extra (in Loki, not in Kafka), with samples. Exit status: 0 nothing
+    /// missing, 3 records missing, 78 bad configuration, 1 the audit could not be completed
+    /// (Kafka or Loki unreachable, a query refused, a signal), 2 bad usage.
+    Audit(Box<AuditArgs>),
     /// Exit 0 when the running consumer's /healthz answers 200 (for container HEALTHCHECKs).
     Healthcheck {
         /// Admin port to check (default: the port of HTTP_LISTEN, 8001).
@@ -81,6 +95,46 @@ fn main() -> ExitCode {
             }
         },
         Command::Redrive(args) => redrive(*args, &env),
+        Command::Audit(args) => audit(*args, &env),
+    }
+}
+
+/// Exit status of an audit that found missing records.
+const EXIT_MISSING: u8 = 3;
+
+fn audit(args: AuditArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
+    let config = match tool_config(args.config.as_deref(), env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer audit: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tool_runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consumer audit: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = service::shutdown::on_signal();
+        consumer::audit::audit(config, args, shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(outcome) => {
+            print!("{}", outcome.report);
+            if outcome.missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_MISSING)
+            }
+        }
+        Err(e) => {
+            eprintln!("consumer audit: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use thiserror::Error;
@@ -90,7 +90,11 @@ pub(crate) struct ToolContext;
 
 impl ClientContext for ToolContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end_of_partition = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end_of_partition {
             tracing::warn!(error = %error, reason, "kafka client error");
         }
     }
@@ -190,6 +194,39 @@ impl Scanner {
             Visit::Continue
         })?;
         Ok(out)
+    }
+
+    /// The earliest offset of each partition whose message was written at or after `ms`
+    /// (milliseconds since the epoch); `None` when the broker knows none (a real Kafka then
+    /// means "none yet"; tansu may answer 0, so callers treat the answer as a lower bound).
+    pub(crate) fn offsets_at(
+        &self,
+        partitions: &[i32],
+        ms: i64,
+    ) -> Result<BTreeMap<i32, Option<i64>>, ScanError> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions {
+            tpl.add_partition_offset(&self.topic, p, Offset::Offset(ms))
+                .map_err(ScanError::kafka("building an offsets-for-times request"))?;
+        }
+        let answer = self
+            .consumer
+            .offsets_for_times(tpl, REQUEST_TIMEOUT)
+            .map_err(ScanError::kafka(format!(
+                "looking up offsets of {:?} by time",
+                self.topic
+            )))?;
+        Ok(answer
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) if o >= 0 => Some(o),
+                    _ => None,
+                };
+                (e.partition(), offset)
+            })
+            .collect())
     }
 
     /// Reads every message of `ranges` (partition → `start..end`, `end` exclusive; `i64::MAX`

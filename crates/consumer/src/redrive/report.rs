@@ -198,7 +198,7 @@ impl Report {
             for (reason, s) in samples {
                 let _ = writeln!(
                     out,
-                    "  [{}] {reason} {}@{} from {} written {} record {}\n      error: {}\n      line:  {}",
+                    "  [{}] {reason} {}/{} from {} written {} record {}\n      error: {}\n      line:  {}",
                     s.verdict,
                     self.dlq_topic,
                     s.letter,
