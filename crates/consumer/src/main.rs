@@ -42,7 +42,8 @@ enum Command {
     /// messages (not valid records) stay unless their reason is named with --reason. Exit
     /// status: 0 done (the end reached; with --follow, stopped by a signal), 75 stopped
     /// before the end (a signal, another member of the group, or a publish that kept
-    /// failing): run again to go on, 78 bad configuration, 1 other failures, 2 bad usage.
+    /// failing): run again to go on, 78 bad configuration, 1 other failures, 2 bad usage
+    /// (including a --group whose name lacks "redrive").
     Redrive(Box<RedriveArgs>),
     /// Prove delivery: compare what the topic holds with what Loki and the dead-letter topic
     /// hold (README, "Proving delivery").
@@ -140,6 +141,8 @@ fn audit(args: AuditArgs, env: &std::collections::HashMap<String, String>) -> Ex
 
 /// Exit status of a tool that stopped before its end: run it again to go on (EX_TEMPFAIL).
 const EXIT_AGAIN: u8 = 75;
+/// Exit status for bad usage (as clap's).
+const EXIT_USAGE: u8 = 2;
 /// Exit status for bad configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
@@ -199,6 +202,10 @@ fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -
         Err(e @ consumer::redrive::RedriveError::Busy { .. }) => {
             eprintln!("consumer redrive: {e}");
             ExitCode::from(EXIT_AGAIN)
+        }
+        Err(e @ consumer::redrive::RedriveError::GroupName(_)) => {
+            eprintln!("consumer redrive: {e}");
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             eprintln!("consumer redrive: {e}");

@@ -399,7 +399,7 @@ async fn records_dead_lettered_for_a_fixed_cause_come_back_by_reason_and_reach_l
             "--reason",
             "invalid_json",
             "--group",
-            &unique_name("poison"),
+            &unique_name("redrive-poison"),
             "--format",
             "json",
         ],
@@ -614,5 +614,22 @@ async fn letters_an_interrupted_run_had_published_without_committing_are_not_pub
             .contains("looked for letters an interrupted run had published"),
         "{}",
         next.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_name_does_not_say_redrive_is_refused_before_anything_is_read() {
+    let env = vars(&[("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9".to_owned())]);
+    let f = run_consumer(
+        &["redrive", "--group", "campaign-7"],
+        &env,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(f.status.code(), Some(2), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("\"campaign-7\"") && f.stderr.contains("must contain \"redrive\""),
+        "{}",
+        f.stderr
     );
 }

@@ -5,7 +5,8 @@
 //!
 //! Two messages with the same line and timestamp are one entry in Loki (it drops exact
 //! duplicates): the first is counted where the entry is, the others as duplicates. Memory is
-//! about 40 bytes per audited message (a 128-bit hash of the identity, no line is kept).
+//! about 100 bytes per audited message (a 128-bit hash of the identity in a list and a map; no
+//! line is kept).
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;

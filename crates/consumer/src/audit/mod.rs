@@ -87,9 +87,9 @@ pub struct AuditArgs {
     /// not as missing. Default: no limit.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub loki_horizon: Option<Duration>,
-    /// Most messages audited in one run (about 40 bytes of memory each); a larger range is
+    /// Most messages audited in one run (about 100 bytes of memory each); a larger range is
     /// refused: audit it in parts.
-    #[arg(long, value_name = "N", default_value_t = 5_000_000)]
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
     pub max_records: usize,
     /// Missing records (and extra entries) listed in the report.
     #[arg(long, value_name = "N", default_value_t = 20)]

@@ -240,7 +240,8 @@ impl Report {
             if self.total.missing == 0 {
                 "nothing missing".to_owned()
             } else {
-                format!("{} records missing", self.total.missing)
+                let n = self.total.missing;
+                format!("{n} record{} missing", if n == 1 { "" } else { "s" })
             }
         );
         out

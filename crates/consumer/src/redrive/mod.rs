@@ -103,9 +103,10 @@ pub struct RedriveArgs {
     /// until SIGINT or SIGTERM.
     #[arg(long, conflicts_with = "dry_run")]
     pub follow: bool,
-    /// Consumer group that keeps the redrive's place in the dead-letter topic. Letters it
-    /// passed over (not selected) are not looked at again by the same group: use a new group
-    /// for a new selection.
+    /// Consumer group that keeps the redrive's place in the dead-letter topic; its name must
+    /// contain "redrive" (lag alerts leave such groups out). Letters it passed over (not
+    /// selected) are not looked at again by the same group: use a new group for a new
+    /// selection.
     #[arg(long, value_name = "GROUP", env = "REDRIVE_GROUP_ID", default_value = DEFAULT_GROUP)]
     pub group: String,
     /// Letters read per batch; a batch's offsets are committed once every record it moves is
@@ -157,6 +158,13 @@ pub enum RedriveError {
         /// How long it waited.
         waited: Duration,
     },
+    /// A group name without `redrive` in it.
+    #[error(
+        "--group {0:?}: a redrive group's name must contain \"redrive\": its committed offsets \
+         are bookmarks, not a consumer's progress, and the lag alerts and dashboards leave out \
+         groups named so (deploy/prometheus/rules/pipeline.yml)"
+    )]
+    GroupName(String),
     /// The worker thread failed.
     #[error("redrive task failed: {0}")]
     Task(String),
@@ -196,6 +204,9 @@ pub async fn redrive(
     args: RedriveArgs,
     shutdown: CancellationToken,
 ) -> Result<Outcome, RedriveError> {
+    if !args.group.contains("redrive") {
+        return Err(RedriveError::GroupName(args.group));
+    }
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || Run::new(config, args, shutdown, runtime).run())
         .await
