@@ -40,10 +40,10 @@ enum Command {
     /// line unchanged), committing a batch's offsets only once Kafka acknowledged every record
     /// it moved. Letters not selected are passed over: their offsets advance too. Poison
     /// messages (not valid records) stay unless their reason is named with --reason. Exit
-    /// status: 0 done (the end reached; with --follow, stopped by a signal), 75 stopped
-    /// before the end (a signal, another member of the group, or a publish that kept
-    /// failing): run again to go on, 78 bad configuration, 1 other failures, 2 bad usage
-    /// (including a --group whose name lacks "redrive").
+    /// status: 0 done (the end reached, or --max-letters read; with --follow, stopped by a
+    /// signal), 75 stopped before the end (a signal, another member of the group, or a
+    /// publish that kept failing): run again to go on, 78 bad configuration, 1 other
+    /// failures, 2 bad usage (including a --group whose name lacks "redrive").
     Redrive(Box<RedriveArgs>),
     /// Prove delivery: compare what the topic holds with what Loki and the dead-letter topic
     /// hold (README, "Proving delivery").
@@ -195,7 +195,7 @@ fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -
         Ok(outcome) => {
             print!("{}", outcome.report);
             match outcome.ending {
-                Ending::Complete => ExitCode::SUCCESS,
+                Ending::Complete | Ending::Limit => ExitCode::SUCCESS,
                 Ending::Interrupted | Ending::Rebalanced => ExitCode::from(EXIT_AGAIN),
             }
         }

@@ -109,6 +109,10 @@ pub struct RedriveArgs {
     /// selection.
     #[arg(long, value_name = "GROUP", env = "REDRIVE_GROUP_ID", default_value = DEFAULT_GROUP)]
     pub group: String,
+    /// Read at most N letters, then stop (a canary: move a few, watch them reach Loki, then run
+    /// again without it; the same group goes on where this run stopped).
+    #[arg(long, value_name = "N", conflicts_with = "follow")]
+    pub max_letters: Option<u64>,
     /// Letters read per batch; a batch's offsets are committed once every record it moves is
     /// acknowledged.
     #[arg(long, value_name = "N", default_value_t = 500,
@@ -187,6 +191,8 @@ pub enum Ending {
     Interrupted,
     /// Another member joined the group; what it did is committed, a new run goes on.
     Rebalanced,
+    /// `--max-letters` letters were read; what they came to is committed.
+    Limit,
 }
 
 /// What a run did.
@@ -282,6 +288,12 @@ impl Run {
             }
             Ending::Rebalanced => {
                 "stopped: another member joined the group; what was moved is committed".into()
+            }
+            Ending::Limit if self.args.dry_run => {
+                "dry run stopped after --max-letters letters: nothing was changed".into()
+            }
+            Ending::Limit => {
+                "stopped after --max-letters letters: they are committed; run again to go on".into()
             }
         };
         let report = match self.args.format {
@@ -381,7 +393,11 @@ impl Run {
         let selection = self.selection.clone();
         let report = &mut self.report;
         let mut done = 0u64;
+        let max = self.args.max_letters;
         let result = dlq.read(&ranges, &self.shutdown, |m| {
+            if max.is_some_and(|max| done >= max) {
+                return crate::scan::Visit::StopPartition;
+            }
             let letter = Letter::of(m);
             report.read_letter(letter.partition, letter.offset);
             match selection.judge(&letter, &main_topic) {
@@ -402,6 +418,7 @@ impl Run {
         });
         progress.finish();
         match result {
+            Ok(()) if max.is_some_and(|max| done >= max) => Ok(Ending::Limit),
             Ok(()) => Ok(Ending::Complete),
             Err(ScanError::Cancelled(_)) => Ok(Ending::Interrupted),
             Err(e) => Err(e.into()),
@@ -425,13 +442,21 @@ impl Run {
         let producer = self.producer()?;
         let mut marks = Marks::new(&self.config.kafka_topic, main_parts);
         // Before anything is published: copies may now land past the main topic's present end.
-        group.commit(&start, Some(&marks.fresh(&group)?), &dlq_topic)?;
+        // While copies an interrupted run published wait for their letters' commit, the old
+        // bookmarks (before those copies) must stay.
+        let initial_marks = if published_before.is_empty() {
+            Some(marks.fresh(&group)?)
+        } else {
+            None
+        };
+        group.commit(&start, initial_marks.as_ref(), &dlq_topic)?;
 
         let mut cursor = Cursor {
             ends: bounds.iter().map(|(&p, b)| (p, b.end)).collect(),
             position: start.clone(),
             exhausted: HashSet::new(),
             follow: self.args.follow,
+            remaining: self.args.max_letters,
         };
         let total = cursor
             .ends
@@ -447,6 +472,9 @@ impl Run {
         let ending = loop {
             if cursor.complete() {
                 break Ending::Complete;
+            }
+            if cursor.remaining == Some(0) {
+                break Ending::Limit;
             }
             if self.shutdown.is_cancelled() {
                 break if self.args.follow {
@@ -489,9 +517,10 @@ impl Run {
             for (reason, n) in by_reason {
                 self.report.moved(reason, n);
             }
-            // Only a batch whose copies are all acknowledged may move the bookmarks: an
-            // unacknowledged copy may still have landed before a newer high watermark.
-            let fresh_marks = if all_acked {
+            // Only a batch whose copies are all acknowledged may move the bookmarks (an
+            // unacknowledged copy may still have landed before a newer high watermark), and
+            // only once the copies an interrupted run left are committed too.
+            let fresh_marks = if all_acked && behind(&published_before, &commit_to) {
                 Some(marks.fresh(&group)?)
             } else {
                 None
@@ -521,7 +550,8 @@ impl Run {
             }
         };
         progress.finish();
-        if ending != Ending::Rebalanced && all_acked {
+        if ending != Ending::Rebalanced && all_acked && behind(&published_before, &cursor.position)
+        {
             // Every copy is acknowledged and its letter committed: the next run need not look.
             group.commit_clean_marks(&marks)?;
         }
@@ -556,6 +586,7 @@ impl Run {
                 first_at.get_or_insert_with(Instant::now);
             }
             if cursor.complete()
+                || cursor.remaining == Some(0)
                 || self.shutdown.is_cancelled()
                 || batch.read >= u64::from(self.args.batch_size)
                 || first_at.is_some_and(|t| t.elapsed() >= BATCH_WAIT)
@@ -595,16 +626,24 @@ impl Run {
         let Some(pos) = cursor.position.get_mut(&p) else {
             return;
         };
-        if m.offset() < *pos {
+        // Past `--max-letters`, a letter is left unread: the next run reads it.
+        if m.offset() < *pos || cursor.remaining == Some(0) {
             return;
         }
-        if !cursor.follow && cursor.ends.get(&p).is_some_and(|&e| m.offset() >= e) {
-            // Past the end as at the start: left for a later run.
-            group.pause(p);
-            return;
+        if let Some(&end) = cursor.ends.get(&p).filter(|_| !cursor.follow) {
+            if m.offset() >= end {
+                // Past the end as at the start: left for a later run. Messages come in offset
+                // order, so no letter lies between the position and the end.
+                *pos = (*pos).max(end);
+                group.pause(p);
+                return;
+            }
         }
         *pos = m.offset() + 1;
         batch.read += 1;
+        if let Some(r) = &mut cursor.remaining {
+            *r -= 1;
+        }
         let letter = Letter::of(m);
         self.report.read_letter(letter.partition, letter.offset);
         match self.selection.judge(&letter, &self.config.kafka_topic) {
@@ -731,6 +770,13 @@ impl Run {
     }
 }
 
+/// True when every letter in `letters` lies before `committed`'s offset of its partition.
+fn behind(letters: &HashSet<(i32, i64)>, committed: &BTreeMap<i32, i64>) -> bool {
+    letters
+        .iter()
+        .all(|(p, o)| committed.get(p).is_some_and(|c| o < c))
+}
+
 /// Where a run starts and ends in each dead-letter partition.
 struct Plan {
     /// The first offset to read: the group's committed offset (or the oldest letter).
@@ -757,6 +803,8 @@ struct Cursor {
     exhausted: HashSet<i32>,
     /// `--follow`: there is no end.
     follow: bool,
+    /// `--max-letters`: letters still to read.
+    remaining: Option<u64>,
 }
 
 impl Cursor {
@@ -875,6 +923,10 @@ impl GroupMember {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("partition.assignment.strategy", "range")
+            // The start (reading where the dead-letter partitions end, looking for an
+            // interrupted run's copies) can take minutes on a busy topic before the first poll
+            // of letters.
+            .set("max.poll.interval.ms", "1800000")
             .set(
                 "session.timeout.ms",
                 config.kafka_session_timeout.as_millis().to_string(),
