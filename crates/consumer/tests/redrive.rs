@@ -541,6 +541,63 @@ async fn a_redrive_killed_mid_way_and_run_again_publishes_every_letter_exactly_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_redrive_of_the_same_group_takes_over_and_no_letter_is_published_twice() {
+    const N: usize = 6000;
+    let env = Env::new(3).await;
+    let bootstrap = env.broker.bootstrap_servers();
+    let letters = letters_of(&env.topic, N);
+    write(&bootstrap, &env.dlq, &letters).await;
+    let logs = tempfile::tempdir().unwrap();
+    let group = unique_name("redrive");
+    let tool = vars(&base_vars(&env));
+    let args = ["redrive", "--batch-size", "20", "--group", group.as_str()];
+    let mut first = spawn_consumer_tool("first", &args, tool.clone(), logs.path()).await;
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            committed(&bootstrap, &group, &env.dlq, 1).await[&0].unwrap_or(0) > 0
+        })
+        .await,
+        "the first run commits something\n{}",
+        first.log_tail(30)
+    );
+    assert!(
+        first.is_running(),
+        "the first run is still going\n{}",
+        first.log_tail(20)
+    );
+    let second = run_consumer(
+        &[&args[..], &["--format", "json"]].concat(),
+        &tool,
+        Duration::from_secs(300),
+    )
+    .await;
+    let first_status = first.wait_exit(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        first_status.code(),
+        Some(75),
+        "the first run stops when the second joins\n{}",
+        first.log_tail(20)
+    );
+    assert!(
+        first.log_text().contains("another member joined the group"),
+        "{}",
+        first.log_tail(20)
+    );
+    assert!(
+        second.status.success(),
+        "{}\n{}",
+        second.stdout,
+        second.stderr
+    );
+    assert_eq!(
+        committed(&bootstrap, &group, &env.dlq, 1).await[&0],
+        Some(N as i64)
+    );
+    let topic = read_all(&bootstrap, &env.topic).await;
+    assert_each_letter_once(&topic, &letters, &env.dlq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn letters_an_interrupted_run_had_published_without_committing_are_not_published_again() {
     let env = Env::new(3).await;
     let bootstrap = env.broker.bootstrap_servers();

@@ -490,6 +490,11 @@ impl Run {
                 &published_before,
                 &copies_here,
             ) {
+                // Partitions taken away during the last poll of a full batch: the new owner
+                // starts from the committed offsets, so this batch must not be published.
+                Ok(_) if group.context().revoked.load(Ordering::SeqCst) => {
+                    break Ending::Rebalanced
+                }
                 Ok(batch) => batch,
                 Err(Stop::Rebalanced) => break Ending::Rebalanced,
             };
@@ -550,10 +555,14 @@ impl Run {
             }
         };
         progress.finish();
-        if ending != Ending::Rebalanced && all_acked && behind(&published_before, &cursor.position)
-        {
-            // Every copy is acknowledged and its letter committed: the next run need not look.
-            group.commit_clean_marks(&marks)?;
+        if ending != Ending::Rebalanced && all_acked {
+            // Every letter before the position is judged and every copy acknowledged (the
+            // position may have moved past offsets without letters since the last batch).
+            group.commit(&cursor.position, None, &dlq_topic)?;
+            if behind(&published_before, &cursor.position) {
+                // Every copy's letter is committed: the next run need not look.
+                group.commit_clean_marks(&marks)?;
+            }
         }
         tracing::info!(
             batches,
