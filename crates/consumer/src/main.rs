@@ -104,14 +104,14 @@ fn main() -> ExitCode {
 const EXIT_MISSING: u8 = 3;
 
 fn audit(args: AuditArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
-    let config = match tool_config(args.config.as_deref(), env) {
+    let config = match configure(args.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("consumer audit: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tool_runtime() {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("consumer audit: {e:#}");
@@ -146,8 +146,8 @@ const EXIT_USAGE: u8 = 2;
 /// Exit status for bad configuration (EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
 
-/// Loads and checks the configuration for a command-line tool and starts its logging.
-fn tool_config(
+/// Loads and checks the configuration and starts logging.
+fn configure(
     file: Option<&std::path::Path>,
     env: &std::collections::HashMap<String, String>,
 ) -> anyhow::Result<ConsumerConfig> {
@@ -162,8 +162,8 @@ fn tool_config(
     Ok(config)
 }
 
-/// A runtime for a command-line tool.
-fn tool_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The async runtime of every subcommand but `healthcheck`.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -172,14 +172,14 @@ fn tool_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
-    let config = match tool_config(args.config.as_deref(), env) {
+    let config = match configure(args.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("consumer redrive: {e:#}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tool_runtime() {
+    let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("consumer redrive: {e:#}");
@@ -218,8 +218,8 @@ fn run(
     file: Option<PathBuf>,
     env: &std::collections::HashMap<String, String>,
 ) -> anyhow::Result<ExitCode> {
-    let config = tool_config(file.as_deref(), env)?;
-    let runtime = tool_runtime()?;
+    let config = configure(file.as_deref(), env)?;
+    let runtime = runtime()?;
     let result = runtime.block_on(async move {
         let shutdown = service::shutdown::on_signal();
         let summary = consumer::run(config, prometheus::Registry::new(), shutdown).await?;
