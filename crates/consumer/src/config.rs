@@ -134,6 +134,12 @@ pub struct ConsumerConfig {
     /// Attempts before a retriable push is given up (its records then go to the dead-letter
     /// topic); 0 retries forever. Default 0.
     pub retry_max_attempts: u32,
+    /// Consecutive 500 answers to one push, while Loki accepts other pushes, after which the
+    /// push's failure is taken as permanent: it is split like a 400 and exactly the records
+    /// that fail alone go to the dead-letter topic (`loki_persistent_error`). A Loki that is
+    /// down (no answer, 503s, every push failing) is retried without limit regardless. 0 never
+    /// gives up. Default 10.
+    pub loki_persistent_error_attempts: u32,
     /// Retry interval while Loki answers 401/403/404 (misconfiguration). Default `30s`.
     #[serde(with = "humantime_serde")]
     pub misconfig_retry_interval: Duration,
@@ -204,6 +210,7 @@ impl Default for ConsumerConfig {
             retry_min_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 0,
+            loki_persistent_error_attempts: 10,
             misconfig_retry_interval: Duration::from_secs(30),
             label_fields: vec!["service".into(), "level".into()],
             metadata_fields: vec!["trace_id".into(), "span_id".into(), "request_id".into()],

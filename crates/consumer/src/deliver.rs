@@ -12,6 +12,15 @@
 //! - 413: split and retried.
 //! - 401/403/404: misconfiguration. Readiness turns false, consumption pauses, the push is
 //!   retried slowly; nothing is committed meanwhile.
+//! - A 500 that persists for this push while Loki accepts other pushes
+//!   (`loki_persistent_error_attempts` answers in a row, other pushes accepted meanwhile) is
+//!   permanent, not an outage: Loki answers a record dated before its schema, for one, with a
+//!   500 forever. The batch is split like a 400, each part giving up after
+//!   [`ISOLATING_ATTEMPTS`] 500s (Loki was shown to work), and exactly the records that fail
+//!   alone go to the dead-letter topic (`loki_persistent_error`, with Loki's answer), so one
+//!   record never holds its partition. A Loki that is down gives no such evidence (no answer,
+//!   503s, or every push failing, even with `/ready` up, as with a full disk) and is retried
+//!   without limit; so is a failing push while nothing else flows.
 //!
 //! A push carries one stream: Loki answers a push with the result of its last stream only, so a
 //! rejection of an earlier stream's entry could otherwise hide behind a 204.
@@ -42,6 +51,24 @@ pub(crate) struct RetryPolicy {
     pub(crate) max_attempts: u32,
     /// Retry interval while misconfigured.
     pub(crate) misconfig_interval: Duration,
+    /// Consecutive 5xx answers to one push, with Loki otherwise working, that make its failure
+    /// permanent; 0 = never.
+    pub(crate) persistent_after: u32,
+}
+
+/// Consecutive 500s after which a part of a batch already found to fail permanently is taken
+/// as failing permanently too (Loki was shown to work when the batch was).
+pub(crate) const ISOLATING_ATTEMPTS: u32 = 2;
+
+/// When a run of 500s to one push makes its failure permanent.
+#[derive(Debug, Clone, Copy)]
+enum Permanence {
+    /// Never (`loki_persistent_error_attempts` is 0).
+    Never,
+    /// After this many 500s in a row, when Loki accepted other pushes meanwhile.
+    WithEvidence(u32),
+    /// After this many 500s in a row (a part of a batch found to fail permanently).
+    After(u32),
 }
 
 /// What every delivery task shares.
@@ -86,7 +113,29 @@ enum Final {
     Rejected(String),
     TooLarge,
     GaveUp(String),
+    /// A 5xx that persists for this push while Loki works otherwise.
+    Persistent(String),
     Abandoned,
+}
+
+/// A run of 500s to one push.
+#[derive(Debug, Clone, Copy)]
+struct Streak {
+    answers: u32,
+    /// Pushes Loki had accepted when the run began.
+    accepted_before: u64,
+}
+
+impl Streak {
+    fn is_permanent(&self, shared: &Shared, rule: Permanence) -> bool {
+        match rule {
+            Permanence::Never => false,
+            Permanence::After(n) => self.answers >= n,
+            Permanence::WithEvidence(n) => {
+                self.answers >= n && shared.health.accepted() > self.accepted_before
+            }
+        }
+    }
 }
 
 /// Delivers a batch; returns when each record is in Loki or the dead-letter topic, or when
@@ -95,13 +144,18 @@ pub(crate) async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion
     batch.entries.sort_by_time();
     let records = batch.len();
     let bytes = batch.bytes();
-    let mut work: Vec<Range<usize>> = Vec::new();
-    work.push(0..records);
+    // Ranges still to push, and whether they are parts of a push found to fail permanently.
+    let mut work: Vec<(Range<usize>, bool)> = vec![(0..records, false)];
     let mut delivered = Vec::with_capacity(records);
     let mut letters: Vec<(DeadLetter, Held)> = Vec::new();
     let mut first = true;
-    while let Some(range) = work.pop() {
-        let outcome = push_until_final(&shared, &batch, range.clone()).await;
+    while let Some((range, isolating)) = work.pop() {
+        let rule = match shared.retry.persistent_after {
+            0 => Permanence::Never,
+            n if isolating => Permanence::After(n.min(ISOLATING_ATTEMPTS)),
+            n => Permanence::WithEvidence(n),
+        };
+        let outcome = push_until_final(&shared, &batch, range.clone(), rule).await;
         let held = &batch.entries.tags()[range.clone()];
         match outcome {
             Final::Accepted => {
@@ -134,10 +188,18 @@ pub(crate) async fn deliver(shared: Arc<Shared>, mut batch: Batch) -> Completion
                     held[0],
                 ));
             }
-            Final::Rejected(_) | Final::TooLarge => {
+            Final::Persistent(answer) if range.len() == 1 => {
+                let h = held[0];
+                shared
+                    .metrics
+                    .loki_persistent_error(h.partition, h.offset, &answer);
+                letters.push((letter(&batch, range.start, PERSISTENT_REASON, &answer), h));
+            }
+            Final::Rejected(_) | Final::TooLarge | Final::Persistent(_) => {
+                let isolating = isolating || matches!(outcome, Final::Persistent(_));
                 let mid = range.start + range.len() / 2;
-                work.push(mid..range.end);
-                work.push(range.start..mid);
+                work.push((mid..range.end, isolating));
+                work.push((range.start..mid, isolating));
             }
             Final::GaveUp(detail) => {
                 for i in range {
@@ -201,12 +263,23 @@ pub(crate) fn rejection_reason(body: &str) -> &'static str {
     }
 }
 
-async fn push_until_final(shared: &Shared, batch: &Batch, range: Range<usize>) -> Final {
+/// The dead-letter reason of records Loki keeps failing with a 5xx while it works otherwise.
+pub(crate) const PERSISTENT_REASON: &str = "loki_persistent_error";
+
+/// Pushes `range` of the batch until Loki's answer is final; `rule` says when a run of 500s
+/// is.
+async fn push_until_final(
+    shared: &Shared,
+    batch: &Batch,
+    range: Range<usize>,
+    rule: Permanence,
+) -> Final {
     let body: Bytes = match shared.loki.encode(&batch.labels, &batch.entries, range) {
         Ok(b) => b,
         Err(e) => return Final::Rejected(format!("cannot encode the push: {e}")),
     };
     let mut backoff = Backoff::new(shared.retry.min_backoff, shared.retry.max_backoff);
+    let mut streak: Option<Streak> = None;
     loop {
         if shared.abandon.is_cancelled() {
             return Final::Abandoned;
@@ -256,6 +329,20 @@ async fn push_until_final(shared: &Shared, batch: &Batch, range: Range<usize>) -
                 retry_after,
                 detail,
             } => {
+                if status == Some(500) {
+                    let s = streak.get_or_insert(Streak {
+                        answers: 0,
+                        accepted_before: shared.health.accepted(),
+                    });
+                    s.answers += 1;
+                    if s.is_permanent(shared, rule) {
+                        return Final::Persistent(detail);
+                    }
+                } else {
+                    // A 429, a 503 or no answer at all says nothing about this push: the run
+                    // starts over.
+                    streak = None;
+                }
                 if shared.retry.max_attempts > 0
                     && backoff.attempt() + 1 >= shared.retry.max_attempts
                 {
@@ -274,6 +361,7 @@ async fn push_until_final(shared: &Shared, batch: &Batch, range: Range<usize>) -
                 delay
             }
             Outcome::Misconfigured { status, body } => {
+                streak = None;
                 let detail = format!("{status}: {body}");
                 shared.health.push_misconfigured(&detail);
                 let delay = shared.retry.misconfig_interval;

@@ -130,6 +130,7 @@ pub async fn run(
             max_backoff: config.retry_max_backoff,
             max_attempts: config.retry_max_attempts,
             misconfig_interval: config.misconfig_retry_interval,
+            persistent_after: config.loki_persistent_error_attempts,
         },
         permits: Semaphore::new(config.max_in_flight_pushes),
         gate: retry::Gate::new(config.retry_min_backoff, config.retry_max_backoff),

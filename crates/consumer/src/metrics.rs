@@ -15,7 +15,12 @@ pub use crate::loki::RetryReason;
 pub const SERVICE: &str = "consumer";
 
 /// Reasons a record goes to the dead-letter topic besides decode and Loki discard reasons.
-pub const EXTRA_DLQ_REASONS: [&str; 2] = ["loki_rejected", "retries_exhausted"];
+pub const EXTRA_DLQ_REASONS: [&str; 4] = [
+    "loki_rejected",
+    "retries_exhausted",
+    "loki_persistent_error",
+    "request_too_large",
+];
 
 /// Status labels of `loki_push_requests_total` pre-initialised to 0.
 const PUSH_STATUSES: [&str; 9] = [
@@ -287,6 +292,8 @@ impl Metrics {
                 .with_label_values(&[SERVICE, "loki", reason.as_str()]);
         }
         m.ingestion_errors
+            .with_label_values(&[SERVICE, "loki", "persistent_error"]);
+        m.ingestion_errors
             .with_label_values(&[SERVICE, "dlq", "produce_failed"]);
         m.ingestion_errors
             .with_label_values(&[SERVICE, "kafka", "consume_failed"]);
@@ -389,6 +396,19 @@ impl Metrics {
         );
         self.ingestion_errors
             .with_label_values(&[SERVICE, "loki", reason])
+            .inc();
+    }
+
+    /// Loki kept failing a record alone with a 5xx while it worked otherwise.
+    pub fn loki_persistent_error(&self, partition: i32, offset: i64, answer: &str) {
+        tracing::warn!(
+            partition,
+            offset,
+            loki = answer,
+            "Loki keeps failing this record alone while it accepts others; sending it to the dead-letter topic"
+        );
+        self.ingestion_errors
+            .with_label_values(&[SERVICE, "loki", "persistent_error"])
             .inc();
     }
 
