@@ -3,13 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use producer::file::{FileOptions, Input};
-use producer::{App, Metrics, ProducerConfig, RunOptions, Source};
+use producer::{FileOptions, Input, ProducerConfig, RunOptions, Source};
 use service::telemetry::{self, LogFormat};
 
 /// mimalloc serves every allocation of the process: Rust's, and with its `override` feature
@@ -129,7 +126,7 @@ fn main() -> ExitCode {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    let code = producer::validate_cmd::run(
+    let code = producer::validate(
         &args.path,
         args.max_record_bytes,
         args.max_errors,
@@ -170,6 +167,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let options = match run_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("producer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let format = (!config.log_format.is_empty()).then_some(config.log_format.as_str());
     telemetry::init(&config.log_level, LogFormat::from_env(format));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -182,22 +186,37 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args, config)) {
-        Ok(code) => ExitCode::from(code),
+    let result = runtime.block_on(async {
+        let shutdown = service::shutdown::on_signal();
+        producer::run(
+            config,
+            options.clone(),
+            prometheus::Registry::new(),
+            shutdown,
+        )
+        .await
+    });
+    match result {
+        Ok(report) => {
+            let code = options.exit_code(&report);
+            tracing::info!(exit_code = code, "producer stopped: {report}");
+            ExitCode::from(code)
+        }
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "producer failed");
-            eprintln!("producer: {e:#}");
+            tracing::error!(error = %e, "producer failed");
+            eprintln!("producer: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
+/// What the arguments of `producer run` ask for.
+fn run_options(args: &RunArgs) -> Result<RunOptions, &'static str> {
     let source = match &args.input {
         None => Source::Http,
         Some(input) if args.follow => match Input::parse(input) {
             Input::Path(p) => Source::Follow(p),
-            Input::Stdin => anyhow::bail!("--follow needs a file, not stdin"),
+            Input::Stdin => return Err("--follow needs a file, not stdin"),
         },
         Some(input) => Source::File(FileOptions {
             input: Input::parse(input),
@@ -207,39 +226,9 @@ async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
             strict: args.strict,
         }),
     };
-    let once = matches!(&source, Source::File(f) if !f.repeat);
-    let options = RunOptions {
+    Ok(RunOptions {
         source,
         create_topic: args.create_topic,
         strict: args.strict,
-    };
-    let registry = prometheus::Registry::new();
-    let flags = config.feature_flags();
-    service::admin::register_common_metrics(
-        &registry,
-        "producer",
-        producer::app::VERSION,
-        ProducerConfig::KNOWN_FLAGS,
-        &flags,
-    )
-    .context("cannot register metrics")?;
-    let metrics = Arc::new(
-        Metrics::register(&registry, config.feature_enhanced_metrics)
-            .context("cannot register metrics")?,
-    );
-    tracing::info!(
-        version = producer::app::VERSION,
-        environment = %config.environment,
-        topic = %config.kafka_topic,
-        bootstrap = %service::redact::url_credentials(&config.kafka_bootstrap_servers),
-        ingest_auth = config.ingest_auth(),
-        flags = ?flags,
-        "producer starting"
-    );
-    let shutdown = service::shutdown::on_signal();
-    let app = App::build(config, options, registry, metrics).await?;
-    let report = app.run(shutdown).await?;
-    let code = if once { report.exit_code() } else { 0 };
-    tracing::info!(exit_code = code, "producer stopped: {report}");
-    Ok(code)
+    })
 }

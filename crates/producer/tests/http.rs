@@ -14,9 +14,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use common::*;
 use http_body_util::BodyExt;
-use producer::http::{router, IngestState};
-use producer::sink::Sink;
-use producer::{Metrics, ProducerConfig};
+use producer::{ingest_router, IngestState, Metrics, ProducerConfig, Sink};
 use service::config::Secret;
 use testkit::mock::MockKafka;
 use tower::ServiceExt;
@@ -25,6 +23,26 @@ struct Fixture {
     mock: MockKafka,
     app: Router,
     sink: Arc<Sink>,
+    registry: prometheus::Registry,
+}
+
+impl Fixture {
+    /// The value of a series in the fixture's registry (0 when absent).
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric())
+            .find(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map_or(0.0, |m| m.get_counter().value())
+    }
 }
 
 fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
@@ -34,17 +52,14 @@ fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
     c.ingest_max_body_bytes = 64 * 1024;
     f(&mut c);
     let sink = Arc::new(Sink::new(&c).unwrap());
-    let state = IngestState {
-        sink: Arc::clone(&sink),
-        metrics: Arc::new(Metrics::unregistered(false)),
-        token: c.ingest_token.clone(),
-        max_body_bytes: c.ingest_max_body_bytes,
-        max_record_bytes: c.max_record_bytes,
-    };
+    let registry = prometheus::Registry::new();
+    let metrics = Arc::new(Metrics::register(&registry, false).unwrap());
+    let state = IngestState::new(&c, Arc::clone(&sink), metrics);
     Fixture {
         mock,
-        app: router(state),
+        app: ingest_router(state),
         sink,
+        registry,
     }
 }
 
@@ -243,4 +258,74 @@ async fn records_that_time_out_with_the_broker_down_are_500() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{json}");
     assert_eq!(json["accepted"], 0);
     assert_eq!(json["failed"], 4);
+}
+
+/// The refusals the tower-http layers make (token, declared length, encoding) and the ones the
+/// handler makes (a chunked or decoded body over the cap) are answered in the endpoint's JSON
+/// shape and counted like any other.
+#[tokio::test]
+async fn every_refusal_is_answered_in_json_and_counted() {
+    let f = fixture_with(|c| {
+        c.ingest_token = Secret::new("s3cret");
+        c.ingest_max_body_bytes = 1024;
+    });
+    let auth = ("authorization", "bearer s3cret");
+    let errors = |reason| {
+        f.metric(
+            "ingestion_errors_total",
+            &[("stage", "http"), ("reason", reason)],
+        )
+    };
+    let answered = |status| f.metric("producer_http_requests_total", &[("status", status)]);
+
+    let (status, json, _) = post(&f.app, lines(0, 1), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["accepted"], 0, "{json}");
+    assert!(json["error"].is_string(), "{json}");
+    assert_eq!(errors("unauthorized"), 1.0);
+
+    // Declared too long: refused before the body is read.
+    let big = lines(0, 100);
+    let (status, json, _) = post(&f.app, big.clone(), &[auth]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(json["error"].as_str().unwrap().contains("1024"), "{json}");
+    // No length declared: refused while reading.
+    let stream = futures::stream::iter(
+        big.into_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (status, json, _) = post(&f.app, Body::from_stream(stream), &[auth]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(json["error"].as_str().unwrap().contains("1024"), "{json}");
+    assert_eq!(errors("payload_too_large"), 2.0);
+
+    let (status, json, _) = post(
+        &f.app,
+        lines(0, 1),
+        &[auth, ("content-encoding", "deflate")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        json["error"].as_str().unwrap().contains("deflate"),
+        "{json}"
+    );
+    assert_eq!(errors("malformed"), 1.0);
+
+    // Encodings in any case, and x-gzip, are gzip.
+    for encoding in ["GZIP", "x-gzip"] {
+        let (status, json, _) = post(
+            &f.app,
+            gzip(lines(0, 1).as_bytes()),
+            &[auth, ("content-encoding", encoding)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{encoding}: {json}");
+    }
+    assert_eq!(answered("401"), 1.0);
+    assert_eq!(answered("413"), 2.0);
+    assert_eq!(answered("415"), 1.0);
+    assert_eq!(answered("200"), 2.0);
 }

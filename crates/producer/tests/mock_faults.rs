@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use producer::file::{FileOptions, Input};
 use producer::Source;
+use producer::{FileOptions, Input};
 use testkit::mock::MockKafka;
 
 fn once(path: std::path::PathBuf, rate: Option<u32>) -> Source {
@@ -117,7 +117,7 @@ async fn a_record_too_large_for_kafka_is_reported_and_the_rest_delivered() {
     let report = app.finished().await;
     assert_eq!(report.sent, 100);
     assert_eq!(report.failed.get("message_too_large"), Some(&1), "{report}");
-    assert_eq!(report.exit_code(), producer::report::EXIT_UNDELIVERED);
+    assert_eq!(report.exit_code(), producer::EXIT_UNDELIVERED);
     let text = {
         use prometheus::Encoder;
         let mut b = Vec::new();

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use producer::file::{FileOptions, Input};
 use producer::{App, Metrics, RunError, RunOptions, Source};
+use producer::{FileOptions, Input};
 use testkit::broker::{unique_name, Broker, BrokerOptions};
 
 fn logs_json() -> PathBuf {
@@ -130,10 +130,7 @@ async fn a_missing_topic_fails_start_with_one_clear_line() {
     .await
     .unwrap_err();
     assert!(
-        matches!(
-            err,
-            RunError::Sink(producer::sink::SinkError::TopicMissing(_))
-        ),
+        matches!(err, RunError::Sink(producer::SinkError::TopicMissing(_))),
         "{err}"
     );
     let text = err.to_string();
@@ -150,8 +147,8 @@ async fn create_topic_creates_the_topic_with_the_configured_partitions() {
     let topic = unique_name("created");
     let mut c = config(&broker.bootstrap_servers(), &topic);
     c.kafka_topic_partitions = 2;
-    producer::sink::ensure_topic(&c, true).await.unwrap();
-    let sink = producer::sink::Sink::new(&c).unwrap();
+    producer::ensure_topic(&c, true).await.unwrap();
+    let sink = producer::Sink::new(&c).unwrap();
     let partitions = tokio::task::spawn_blocking(move || sink.check_topic(Duration::from_secs(5)))
         .await
         .unwrap()
@@ -196,7 +193,7 @@ async fn http_ingest_on_a_real_socket_reaches_kafka_and_readyz_tells_the_truth()
         .json()
         .await
         .unwrap();
-    assert_eq!(health["version"], producer::app::VERSION);
+    assert_eq!(health["version"], producer::VERSION);
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
