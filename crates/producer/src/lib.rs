@@ -10,6 +10,7 @@
 
 mod app;
 mod batch;
+pub mod cli;
 mod config;
 mod dispatch;
 mod file;

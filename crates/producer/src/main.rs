@@ -1,12 +1,12 @@
 //! `producer`: the command line of the producer service. Only wiring: tracing → config →
 //! metrics registry → app → run until done or signalled.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use producer::{FileOptions, Input, ProducerConfig, RunOptions, Source};
+use clap::Parser;
+use producer::cli::{Cli, Command, HealthcheckArgs, RunArgs, ValidateArgs};
+use producer::ProducerConfig;
 use service::telemetry::{self, LogFormat};
 
 /// mimalloc serves every allocation of the process: Rust's, and with its `override` feature
@@ -20,102 +20,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for an unusable configuration (`EX_CONFIG`).
 const EXIT_CONFIG: u8 = 78;
-
-/// Streams JSON log records from files and HTTP into Kafka.
-///
-/// Settings come from built-in defaults, then `--config FILE` (TOML), then the environment
-/// (KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, HTTP_LISTEN, ...; see CONFIG.md).
-#[derive(Debug, Parser)]
-#[command(name = "producer", version, about, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the service: HTTP ingest, plus a file source when --input is given.
-    ///
-    /// Exit status of --once: 0 when every record was acknowledged by Kafka, 65 when some
-    /// records were invalid, 75 when some could not be delivered, 78 for a bad configuration,
-    /// 1 for any other failure.
-    Run(RunArgs),
-    /// Check a file against the record schema without Kafka.
-    ///
-    /// Prints the first errors as `PATH:LINE: record N: reason: message` and the counts per
-    /// reason. Exit 0 when every record is valid, 65 when some are not, 66 when the file cannot
-    /// be read.
-    Validate(ValidateArgs),
-    /// Exit 0 when this host's producer answers GET /healthz (for container HEALTHCHECKs).
-    Healthcheck(HealthcheckArgs),
-}
-
-#[derive(Debug, Args)]
-struct RunArgs {
-    /// File to read records from (JSON array or NDJSON); `-` reads stdin. Without it the
-    /// service only serves HTTP ingest.
-    #[arg(long, value_name = "PATH|-")]
-    input: Option<String>,
-    /// Read the input once and exit when Kafka acknowledged every record (the default with
-    /// --input).
-    #[arg(long, group = "mode", requires = "input")]
-    once: bool,
-    /// Replay the input forever (the demo feed); see --rate and --rebase-timestamps.
-    #[arg(long = "loop", group = "mode", requires = "input")]
-    repeat: bool,
-    /// Tail the input (NDJSON) across rotation and truncation, with a checkpoint
-    /// (CHECKPOINT_PATH, default `<input>.checkpoint`).
-    #[arg(long, group = "mode", requires = "input")]
-    follow: bool,
-    /// Send at most N records per second.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    rate: Option<u32>,
-    /// Shift record timestamps so each pass starts at now, keeping the file's spacing but never
-    /// dating a record later than the moment it is sent (Loki refuses the future)
-    /// (default: on with --loop, off otherwise).
-    #[arg(
-        long,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true"
-    )]
-    rebase_timestamps: Option<bool>,
-    /// Create the Kafka topic when missing, with KAFKA_TOPIC_PARTITIONS partitions.
-    #[arg(long)]
-    create_topic: bool,
-    /// Stop at the first invalid record instead of skipping it.
-    #[arg(long)]
-    strict: bool,
-    /// TOML configuration file (the environment overrides it).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct ValidateArgs {
-    /// The file to check (JSON array or NDJSON).
-    path: PathBuf,
-    /// How many errors to print with their position.
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    max_errors: usize,
-    /// Largest record in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = schema::reader::DEFAULT_MAX_RECORD_BYTES)]
-    max_record_bytes: usize,
-}
-
-#[derive(Debug, Args)]
-struct HealthcheckArgs {
-    /// Port of the producer's HTTP server (default: the port of HTTP_LISTEN, else 8000).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Host to ask.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Path to ask.
-    #[arg(long, default_value = "/healthz")]
-    path: String,
-}
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -167,7 +71,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let options = match run_options(&args) {
+    let options = match args.options() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("producer: {e}");
@@ -208,27 +112,4 @@ fn run(args: RunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// What the arguments of `producer run` ask for.
-fn run_options(args: &RunArgs) -> Result<RunOptions, &'static str> {
-    let source = match &args.input {
-        None => Source::Http,
-        Some(input) if args.follow => match Input::parse(input) {
-            Input::Path(p) => Source::Follow(p),
-            Input::Stdin => return Err("--follow needs a file, not stdin"),
-        },
-        Some(input) => Source::File(FileOptions {
-            input: Input::parse(input),
-            repeat: args.repeat,
-            rate: args.rate,
-            rebase_timestamps: args.rebase_timestamps.unwrap_or(args.repeat),
-            strict: args.strict,
-        }),
-    };
-    Ok(RunOptions {
-        source,
-        create_topic: args.create_topic,
-        strict: args.strict,
-    })
 }
