@@ -5,97 +5,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
+use common::ingest::*;
 use common::*;
-use http_body_util::BodyExt;
-use producer::{ingest_router, IngestState, Metrics, ProducerConfig, Sink};
 use service::config::Secret;
-use testkit::mock::MockKafka;
-use tower::ServiceExt;
-
-struct Fixture {
-    mock: MockKafka,
-    app: Router,
-    sink: Arc<Sink>,
-    registry: prometheus::Registry,
-}
-
-impl Fixture {
-    /// The value of a series in the fixture's registry (0 when absent).
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.registry
-            .gather()
-            .iter()
-            .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric())
-            .find(|m| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
-            })
-            .map_or(0.0, |m| m.get_counter().value())
-    }
-}
-
-fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
-    let mock = MockKafka::new(1).unwrap();
-    mock.create_topic("logs", 3).unwrap();
-    let mut c = config(mock.bootstrap_servers(), "logs");
-    c.ingest_max_body_bytes = 64 * 1024;
-    f(&mut c);
-    let sink = Arc::new(Sink::new(&c).unwrap());
-    let registry = prometheus::Registry::new();
-    let metrics = Arc::new(Metrics::register(&registry, false).unwrap());
-    let state = IngestState::new(&c, Arc::clone(&sink), metrics);
-    Fixture {
-        mock,
-        app: ingest_router(state),
-        sink,
-        registry,
-    }
-}
-
-fn fixture() -> Fixture {
-    fixture_with(|_| {})
-}
-
-async fn post(
-    app: &Router,
-    body: impl Into<Body>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, serde_json::Value, Option<String>) {
-    let mut req = Request::post("/v1/logs");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, json, retry)
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_is_answered_200_after_kafka_acknowledged_with_rejections_listed() {

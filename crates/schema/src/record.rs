@@ -251,7 +251,7 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Appends `s` as a JSON string literal (quotes and escapes) to `out`.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let Some(first) = first_escape(bytes) else {

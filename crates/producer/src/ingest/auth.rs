@@ -11,7 +11,7 @@ use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 use tower_http::validate_request::ValidateRequest;
 
-use super::refusal;
+use super::Format;
 use crate::metrics::Metrics;
 
 /// Requires `Authorization: Bearer <token>`: the scheme in any case (RFC 7235 section 2.1),
@@ -59,7 +59,8 @@ impl<B> ValidateRequest<B> for BearerToken {
             return Ok(());
         }
         self.metrics.unauthorized();
-        let mut response = refusal(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        let mut response = Format::declared(request.headers())
+            .refusal(StatusCode::UNAUTHORIZED, "a bearer token is required");
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -33,6 +33,13 @@ pub(crate) struct IngestResponse {
     /// What went wrong, on 4xx/5xx.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// `google.rpc.Status`'s code, on a refusal of an `application/json` request made before
+    /// its body told whether it is OTLP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) code: Option<i32>,
+    /// `google.rpc.Status`'s message (the same as `error`), likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) message: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {

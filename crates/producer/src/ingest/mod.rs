@@ -1,6 +1,13 @@
-//! `POST /v1/logs` (DESIGN.md, "HTTP surface"): a JSON array or NDJSON body (optionally gzip)
-//! read by [`schema::RecordReader`] and sent through a [`Dispatcher`] like every other source;
-//! the answer comes only after Kafka acknowledged every accepted record.
+//! `POST /v1/logs` (DESIGN.md, "HTTP surface"): a JSON array or NDJSON body of records, or
+//! OpenTelemetry logs ([`otlp`]: OTLP/HTTP, protobuf or JSON), optionally gzip. Every body is
+//! read into a batch of records (validated and encoded like a file's) and sent through a
+//! [`Dispatcher`] like every other source; the answer comes only after Kafka acknowledged every
+//! accepted record.
+//!
+//! Which it is: `Content-Type: application/x-protobuf` is OTLP; `application/json` is OTLP when
+//! the body is one JSON object with `resourceLogs` and none of a record's own keys
+//! ([`otlp::is_otlp_json`]), records otherwise; anything else (or none) is records, as it always
+//! was. Answers to records:
 //!
 //! | status | when |
 //! |---|---|
@@ -12,6 +19,10 @@
 //! | 500 | some accepted records could not be delivered (counts in the body) |
 //! | 503 | the producer's queue is full (`Retry-After`); nothing, or only the counted part, was sent |
 //!
+//! OTLP requests get the OTLP answers ([`otlp`]). A refusal made before the body is read (401,
+//! 413, 415) of an `application/json` request, which may be either, carries both shapes: this
+//! table's fields and `google.rpc.Status`'s `code` and `message`.
+//!
 //! The token check ([`auth`]), the body limit (before and after decoding) and gzip decoding are
 //! tower-http layers in front of the handler; one outer layer counts every answer
 //! (`producer_http_requests_total`) and gives the layers' own refusals (413, 415) this
@@ -19,18 +30,20 @@
 
 mod auth;
 mod json;
+mod otlp;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError};
+use schema::{ReadError, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -40,8 +53,9 @@ use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 use self::auth::BearerToken;
-use self::json::{IngestResponse, Malformed, Parsed};
-use crate::batch::Item;
+use self::json::{IngestResponse, Malformed, Parsed, RecordFailure};
+use self::otlp::{Declared, Encoding};
+use crate::batch::{Batch, Item};
 use crate::config::ProducerConfig;
 use crate::dispatch::{Dispatcher, Enqueue, Origin};
 use crate::kafka::Sink;
@@ -122,24 +136,66 @@ pub fn router(state: IngestState) -> Router {
         .with_state(state)
 }
 
+/// How a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Records (JSON array or NDJSON): the answer of the module's table.
+    Records,
+    /// OTLP in this encoding.
+    Otlp(Encoding),
+    /// `application/json` whose body was not looked at yet: records or OTLP JSON.
+    Json,
+}
+
+impl Format {
+    /// What the request's `Content-Type` says.
+    pub(crate) fn declared(headers: &HeaderMap) -> Self {
+        match Declared::of(headers) {
+            Declared::Protobuf => Format::Otlp(Encoding::Protobuf),
+            Declared::Json => Format::Json,
+            Declared::Other => Format::Records,
+        }
+    }
+
+    /// What the body turned out to be.
+    fn resolve(self, body: &[u8]) -> Self {
+        match self {
+            Format::Json if otlp::is_otlp_json(body) => Format::Otlp(Encoding::Json),
+            Format::Json => Format::Records,
+            known => known,
+        }
+    }
+
+    /// The answer to a request refused with `status`, saying why.
+    pub(crate) fn refusal(self, status: StatusCode, message: impl Into<String>) -> Response {
+        let message = message.into();
+        match self {
+            Format::Otlp(encoding) => answered(otlp::failure(encoding, status, &message)),
+            Format::Records | Format::Json => {
+                let status_fields =
+                    (self == Format::Json).then(|| (otlp::grpc_code(status), message.clone()));
+                let (code, status_message) = status_fields.unzip();
+                respond(
+                    status,
+                    IngestResponse {
+                        error: Some(message),
+                        code,
+                        message: status_message,
+                        ..IngestResponse::default()
+                    },
+                )
+            }
+        }
+    }
+}
+
 /// Marks a response this endpoint wrote itself (as opposed to a layer's bare refusal).
 #[derive(Debug, Clone, Copy)]
 struct Answered;
 
-/// The endpoint's answer to a request it refuses: the JSON answer with `error` set.
-pub(crate) fn refusal(status: StatusCode, message: impl Into<String>) -> Response {
-    respond(
-        status,
-        IngestResponse {
-            error: Some(message.into()),
-            ..IngestResponse::default()
-        },
-    )
-}
-
-fn respond(status: StatusCode, body: IngestResponse) -> Response {
-    let mut response = (status, Json(body)).into_response();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+/// `response`, marked as the endpoint's own; a 503 tells the client when to retry.
+fn answered(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
@@ -148,17 +204,23 @@ fn respond(status: StatusCode, body: IngestResponse) -> Response {
     response
 }
 
+/// The JSON answer to records.
+fn respond(status: StatusCode, body: IngestResponse) -> Response {
+    answered((status, Json(body)).into_response())
+}
+
 /// The outermost layer: counts every answer of the route, and turns the refusals the
 /// tower-http layers write themselves (413 for a declared length over the cap, 415 for an
 /// encoding other than gzip) into this endpoint's answers, counted in `ingestion_errors_total`.
 async fn answer(State(state): State<IngestState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let format = Format::declared(request.headers());
     let encoding = request.headers().get(header::CONTENT_ENCODING).cloned();
     let mut response = next.run(request).await;
     if response.extensions().get::<Answered>().is_none() {
         let status = response.status();
         let replaced = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => Some(too_large(&state)),
+            StatusCode::PAYLOAD_TOO_LARGE => Some(too_large(&state, format)),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 let encoding = encoding
                     .as_ref()
@@ -167,7 +229,7 @@ async fn answer(State(state): State<IngestState>, request: Request, next: Next) 
                 state
                     .metrics
                     .http_refused("malformed", "unsupported content-encoding");
-                Some(refusal(
+                Some(format.refusal(
                     status,
                     format!("unsupported content-encoding {encoding:?} (gzip or identity)"),
                 ))
@@ -191,11 +253,11 @@ async fn answer(State(state): State<IngestState>, request: Request, next: Next) 
 }
 
 /// 413, counted.
-fn too_large(state: &IngestState) -> Response {
+fn too_large(state: &IngestState, format: Format) -> Response {
     state
         .metrics
         .http_refused("payload_too_large", "body over the cap");
-    refusal(
+    format.refusal(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!(
             "body is over {} bytes (before or after gzip decoding)",
@@ -226,46 +288,42 @@ fn normalize_content_encoding(mut request: Request<Body>) -> Request<Body> {
     request
 }
 
-async fn ingest(State(state): State<IngestState>, body: Body) -> Response {
-    let bytes = match read_body(&state, body).await {
+async fn ingest(State(state): State<IngestState>, headers: HeaderMap, body: Body) -> Response {
+    let declared = Format::declared(&headers);
+    let bytes = match read_body(&state, declared, body).await {
         Ok(b) => b,
         Err(response) => return response,
     };
+    let format = declared.resolve(&bytes);
     let st = state.clone();
-    let sent = tokio::task::spawn_blocking(move || send(&st, &bytes)).await;
-    let (mut d, mut resp) = match sent {
+    let sent = tokio::task::spawn_blocking(move || read_and_send(&st, format, &bytes)).await;
+    let mut sent = match sent {
         Ok(Ok(sent)) => sent,
         Ok(Err(response)) => return *response,
         Err(e) => {
-            return refusal(
+            return format.refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("ingest task failed: {e}"),
             )
         }
     };
-    d.settle((), |(), _| {}).await;
-    resp.accepted = d.report.sent;
-    resp.failed = d.report.failed_total();
-    if d.report.failed.contains_key("queue_full") {
-        resp.error =
-            Some("the producer queue is full; the records not accepted may be resent".into());
-        return respond(StatusCode::SERVICE_UNAVAILABLE, resp);
+    if !sent.refused {
+        sent.d.settle((), |(), _| {}).await;
     }
-    if resp.failed > 0 {
-        resp.error = Some(format!("{} records could not be delivered", resp.failed));
-        return respond(StatusCode::INTERNAL_SERVER_ERROR, resp);
+    match format {
+        Format::Otlp(encoding) => otlp_answer(encoding, &sent),
+        Format::Records | Format::Json => records_answer(sent),
     }
-    respond(StatusCode::OK, resp)
 }
 
 /// The whole (decoded) body; 413 past the cap, 400 when it cannot be read or decoded.
-async fn read_body(state: &IngestState, body: Body) -> Result<Bytes, Response> {
+async fn read_body(state: &IngestState, format: Format, body: Body) -> Result<Bytes, Response> {
     match body.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if caused_by::<LengthLimitError>(&e) => Err(too_large(state)),
+        Err(e) if caused_by::<LengthLimitError>(&e) => Err(too_large(state, format)),
         Err(e) => {
             state.metrics.http_refused("malformed", "body read failed");
-            Err(refusal(
+            Err(format.refusal(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read or decode the body: {e}"),
             ))
@@ -285,16 +343,42 @@ fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
     false
 }
 
-/// Parses the body and enqueues its valid records (blocking: runs on the blocking pool).
-fn send(
-    state: &IngestState,
-    body: &[u8],
-) -> Result<(Dispatcher<()>, IngestResponse), Box<Response>> {
-    let Parsed { batch, errors } = match json::parse(body, state.max_record_bytes) {
-        Ok(p) => p,
-        Err(Malformed(message)) => {
-            state.metrics.http_refused("malformed", &message);
-            return Err(Box::new(refusal(StatusCode::BAD_REQUEST, message)));
+/// A request's records, read and handed to Kafka.
+struct Sent {
+    /// The request's dispatcher: its report counts what became of every record.
+    d: Dispatcher<()>,
+    /// Every record of the body, in order.
+    batch: Batch,
+    /// The first rejected records (JSON answers list them).
+    errors: Vec<RecordFailure>,
+    /// Nothing was sent: the queue had no room for the request.
+    refused: bool,
+}
+
+/// Reads the body as `format` says and enqueues its valid records (blocking: runs on the
+/// blocking pool). A body that cannot be read at all is refused (400) and nothing is sent.
+fn read_and_send(state: &IngestState, format: Format, body: &[u8]) -> Result<Sent, Box<Response>> {
+    let malformed = |message: String| {
+        state.metrics.http_refused("malformed", &message);
+        Box::new(format.refusal(StatusCode::BAD_REQUEST, message))
+    };
+    let (batch, errors) = match format {
+        Format::Otlp(encoding) => {
+            let request = otlp::decode(body, encoding).map_err(malformed)?;
+            // Records take about as many bytes as the protobuf, JSON about half of its.
+            let mut batch = Batch::with_capacity(body.len());
+            otlp::read(
+                &request,
+                state.max_record_bytes,
+                Timestamp::now(),
+                &mut batch,
+            );
+            (batch, Vec::new())
+        }
+        Format::Records | Format::Json => {
+            let Parsed { batch, errors } = json::parse(body, state.max_record_bytes)
+                .map_err(|Malformed(message)| malformed(message))?;
+            (batch, errors)
         }
     };
     let mut d = state.dispatcher();
@@ -305,11 +389,6 @@ fn send(
             Item::Rejected(e) => d.reject(ORIGIN, e),
         }
     }
-    let mut resp = IngestResponse {
-        rejected: d.report.rejected_total(),
-        errors,
-        ..IngestResponse::default()
-    };
     // Refuse up front when the queue cannot take the request: nothing is sent, the client
     // retries the whole request without creating duplicates. A request larger than the whole
     // queue is let in when the queue is empty and then waits for room record by record.
@@ -319,9 +398,12 @@ fn send(
             .http_refused("queue_full", "producer queue is full");
         d.refuse_for_room(records, records);
         d.seal(());
-        resp.failed = records;
-        resp.error = Some("the producer queue is full".into());
-        return Err(Box::new(respond(StatusCode::SERVICE_UNAVAILABLE, resp)));
+        return Ok(Sent {
+            d,
+            batch,
+            errors,
+            refused: true,
+        });
     }
     let mut attempted = 0u64;
     for item in batch.items() {
@@ -340,8 +422,109 @@ fn send(
             break;
         }
     }
-    resp.rejected = d.report.rejected_total();
-    Ok((d, resp))
+    Ok(Sent {
+        d,
+        batch,
+        errors,
+        refused: false,
+    })
+}
+
+/// The answer to records (the module's table).
+fn records_answer(sent: Sent) -> Response {
+    let report = &sent.d.report;
+    let mut resp = IngestResponse {
+        accepted: report.sent,
+        rejected: report.rejected_total(),
+        failed: report.failed_total(),
+        errors: sent.errors,
+        ..IngestResponse::default()
+    };
+    if sent.refused {
+        resp.error = Some("the producer queue is full".into());
+        return respond(StatusCode::SERVICE_UNAVAILABLE, resp);
+    }
+    if report.failed.contains_key("queue_full") {
+        resp.error =
+            Some("the producer queue is full; the records not accepted may be resent".into());
+        return respond(StatusCode::SERVICE_UNAVAILABLE, resp);
+    }
+    if resp.failed > 0 {
+        resp.error = Some(format!("{} records could not be delivered", resp.failed));
+        return respond(StatusCode::INTERNAL_SERVER_ERROR, resp);
+    }
+    respond(StatusCode::OK, resp)
+}
+
+/// The answer to OTLP: records Kafka could not take now (a full queue, a delivery failure)
+/// make the whole request retryable (503); otherwise 200, with the records rejected for good
+/// (invalid, or too large for Kafka) counted in a partial success.
+fn otlp_answer(encoding: Encoding, sent: &Sent) -> Response {
+    let report = &sent.d.report;
+    let failed = |reason| report.failed.get(reason).copied().unwrap_or(0);
+    let retryable = failed("queue_full") + failed("delivery_failed");
+    if sent.refused || retryable > 0 {
+        let message = if sent.refused {
+            "the producer's queue is full; nothing was sent, retry later".to_owned()
+        } else {
+            format!(
+                "{retryable} log records could not be written to Kafka now; retry the request \
+                 (the {} already written will be written again)",
+                report.sent
+            )
+        };
+        return answered(otlp::failure(
+            encoding,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &message,
+        ));
+    }
+    let too_large = failed("message_too_large");
+    let rejected = report.rejected_total() + too_large;
+    let message = if rejected == 0 {
+        String::new()
+    } else {
+        rejection_message(report, too_large, &sent.batch)
+    };
+    answered(otlp::success(encoding, rejected, message))
+}
+
+/// Why records were rejected, for a partial success: counts by reason, and the first invalid
+/// record with its error.
+fn rejection_message(report: &crate::report::Report, too_large: u64, batch: &Batch) -> String {
+    let mut reasons: Vec<String> = report
+        .rejected
+        .iter()
+        .map(|(reason, n)| format!("{reason}: {n}"))
+        .collect();
+    if too_large > 0 {
+        reasons.push(format!(
+            "larger than the Kafka message limit (KAFKA_MESSAGE_MAX_BYTES): {too_large}"
+        ));
+    }
+    let mut message = format!(
+        "{} log records rejected ({})",
+        report.rejected_total() + too_large,
+        reasons.join(", ")
+    );
+    let first = batch.items().iter().find_map(|i| match i {
+        Item::Rejected(e) => Some(e),
+        Item::Record(_) => None,
+    });
+    if let Some(e) = first {
+        let why = match e {
+            ReadError::Invalid { source, .. } => source.to_string(),
+            ReadError::TooLarge { size, limit, .. } => {
+                format!("it is {size} bytes, over the {limit}-byte limit (MAX_RECORD_BYTES)")
+            }
+            other => other.to_string(),
+        };
+        message.push_str(&format!(
+            "; the first, log record {} of the request: {why}",
+            e.position().index
+        ));
+    }
+    message
 }
 
 #[cfg(test)]
