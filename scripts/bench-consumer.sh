@@ -311,6 +311,19 @@ main() {
     "$RATE" "$p50_s" "$p99_s" "$pushes"
   printf '(wall time from process start to the last record; CPU and peak RSS (VmHWM) of that process;\n'
   printf ' the consumer runs with MALLOC_ARENA_MAX=2, as its image sets it)\n'
+  # Machine-readable figures for scripts/bench.sh (its targets table).
+  local cpu hwm
+  mapfile -t cpu < <(column consumer 2)
+  mapfile -t hwm < <(column consumer 3)
+  printf 'result consumer_ratio_default %.3f\n' "$(calc "$raw_med / $cons_med")"
+  printf 'result consumer_records_per_s %.0f\n' "$(calc "$RECORDS / $cons_med")"
+  printf 'result raw_consumer_records_per_s %.0f\n' "$(calc "$RECORDS / $raw_med")"
+  printf 'result consumer_cpu_s_per_million %.2f\n' "$(calc "$(median "${cpu[@]}") * 1000000 / $RECORDS")"
+  # Peak RSS: the highest of the rounds, not the median.
+  printf 'result consumer_rss_mib %.1f\n' \
+    "$(calc "$(printf '%s\n' "${hwm[@]}" | sort -g | tail -1) / 1024")"
+  printf 'result consumer_outage_rss_mib %.1f\n' "$(calc "$rss_outage / 1024")"
+  printf 'result consumer_p99_s %s\n' "$p99_s"
 }
 
 main "$@"
