@@ -632,3 +632,137 @@ async fn a_record_before_the_schema_start_is_dead_lettered_before_sending() {
     );
     app.shutdown().await;
 }
+
+/// Adds `"team": team` to a record.
+fn with_team(record: &str, team: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(record).expect("record");
+    v["team"] = serde_json::Value::from(team);
+    v.to_string()
+}
+
+/// Tenants from a record field (`LOKI_TENANT_FIELD`), against a receiver with auth on and a
+/// per-tenant ingestion rate that one tenant exceeds: every record reaches its own tenant once,
+/// no push mixes tenants, the throttled tenant never delays the other, a tenant Loki would
+/// refuse goes to the dead-letter topic, and offsets wait for every tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_gets_its_records_and_one_tenants_429s_do_not_stall_another() {
+    let env = Env::new(1).await;
+    let mut rc = open_receiver_config();
+    rc.auth_enabled = true;
+    // About 60 KB/s per tenant: the noisy tenant's ~1 MB takes many seconds, the quiet one's
+    // few KB fit in the burst.
+    rc.ingestion_rate_mb = 0.06;
+    rc.ingestion_burst_size_mb = 0.1;
+    let loki = receiver(rc).await;
+    let base = fresh_records(3000, 29);
+    let mut records = Vec::new();
+    let (mut noisy, mut quiet, mut shared) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, r) in base.iter().enumerate() {
+        let r = match i % 60 {
+            0 => with_team(r, "quiet"),
+            1 => r.clone(),
+            _ => with_team(r, "noisy"),
+        };
+        match i % 60 {
+            0 => quiet.push(r.clone()),
+            1 => shared.push(r.clone()),
+            _ => noisy.push(r.clone()),
+        }
+        records.push(r);
+    }
+    let refused = with_team(&base[0], "a|b");
+    records.insert(1500, refused.clone());
+    env.produce_records(&records).await;
+
+    let mut config = env.config(&loki);
+    config.loki_tenant_field = "team".into();
+    config.loki_tenant_id = "shared".into();
+    // A push bigger than the tenant's burst never passes: split after three 429s.
+    config.loki_persistent_error_attempts = 3;
+    config.retry_min_backoff = Duration::from_millis(50);
+    config.retry_max_backoff = Duration::from_millis(400);
+    let app = spawn_app(config);
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            loki.entries("quiet").len() >= quiet.len()
+                && loki.entries("shared").len() >= shared.len()
+        })
+        .await,
+        "the quiet tenants' records arrive: quiet {} of {}, shared {} of {}",
+        loki.entries("quiet").len(),
+        quiet.len(),
+        loki.entries("shared").len(),
+        shared.len()
+    );
+    // At that moment the noisy tenant is still being throttled.
+    let noisy_then = loki.entries("noisy").len();
+    assert!(
+        noisy_then < noisy.len(),
+        "noisy was not throttled: {noisy_then}"
+    );
+    assert!(loki.stats().requests_with(429) > 0, "{:?}", loki.stats());
+    assert!(
+        wait_until(Duration::from_secs(120), || async {
+            loki.entries("noisy").len() >= noisy.len()
+        })
+        .await,
+        "noisy: {} of {}",
+        loki.entries("noisy").len(),
+        noisy.len()
+    );
+    let canonical = |r: &String| schema::parse_record(r).expect("record").to_json();
+    for (tenant, sent) in [("noisy", &noisy), ("quiet", &quiet), ("shared", &shared)] {
+        let stored: Vec<String> = loki
+            .entries(tenant)
+            .iter()
+            .map(|e| e.line.clone())
+            .collect();
+        assert_eq!(
+            stored.len(),
+            sent.len(),
+            "{tenant}: each record exactly once"
+        );
+        let want: HashSet<String> = sent.iter().map(canonical).collect();
+        assert_eq!(
+            stored.into_iter().collect::<HashSet<_>>(),
+            want,
+            "{tenant} holds exactly its own records"
+        );
+    }
+    let dlq = env.read_dlq(1);
+    assert_eq!(dlq.len(), 1);
+    let h: HashMap<_, _> = dlq[0].1.iter().cloned().collect();
+    assert_eq!(h["dlq-reason"], "invalid_tenant", "{h:?}");
+    assert_eq!(
+        String::from_utf8(dlq[0].0.clone()).unwrap(),
+        canonical(&refused)
+    );
+    let total = records.len() as i64;
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            env.committed_sum(1) == total
+        })
+        .await
+    );
+    assert!(
+        app.metric(
+            "consumer_tenant_push_retries_total",
+            &[("tenant", "noisy"), ("reason", "rate_limited")]
+        ) > 0.0
+    );
+    assert_eq!(
+        app.metric(
+            "consumer_tenant_push_retries_total",
+            &[("tenant", "quiet"), ("reason", "rate_limited")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        app.metric(
+            "consumer_tenant_records_pushed_total",
+            &[("tenant", "quiet")]
+        ),
+        quiet.len() as f64
+    );
+    app.shutdown().await;
+}
