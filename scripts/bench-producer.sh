@@ -241,6 +241,11 @@ main() {
     "$(echo "$raw_med / $prod_med" | bc -l)" "${ratios[*]}"
   printf 'ratio to key+headers:        %.2fx (of the medians)\n' "$(echo "$keyed_med / $prod_med" | bc -l)"
   printf 'producer max RSS:            %.1f MiB\n' "$(echo "$RSS_KB / 1024" | bc -l)"
+  # Machine-readable figures for scripts/bench.sh (its targets table).
+  printf 'result producer_ratio_keyed %.3f\n' "$(echo "$keyed_med / $prod_med" | bc -l)"
+  printf 'result producer_ratio_bare %.3f\n' "$(echo "$raw_med / $prod_med" | bc -l)"
+  printf 'result producer_records_per_s %.0f\n' "$(echo "$records / $prod_med" | bc -l)"
+  printf 'result producer_rss_mib %.1f\n' "$(echo "$RSS_KB / 1024" | bc -l)"
 }
 
 main "$@"

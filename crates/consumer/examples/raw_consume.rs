@@ -1,6 +1,8 @@
 //! Raw consumer baseline for `scripts/bench-consumer.sh`: reads every partition of a topic from
 //! the beginning to its end on the same `rdkafka` crate as the consumer, without processing
-//! (what `kcat -C -e` does; Debian's kcat cannot talk to tansu), and prints the rate.
+//! (what `kcat -C -e` does; Debian's kcat cannot talk to tansu), and prints the rate. With no
+//! `--property` it runs on librdkafka's default settings, the baseline a user compares with;
+//! `--property key=value` (repeatable) sets others, e.g. the consumer's own fetch tuning.
 //!
 //! `cargo run --release -p logpipe-consumer --example raw_consume -- --bootstrap 127.0.0.1:9092 --topic logs`
 //!
@@ -26,6 +28,9 @@ struct Args {
     /// Topic to read.
     #[arg(long)]
     topic: String,
+    /// A librdkafka property, `key=value` (repeatable); none means librdkafka's defaults.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
     /// Give up when no message arrives for this long.
     #[arg(long, default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
     idle_timeout: Duration,
@@ -34,13 +39,19 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.bootstrap)
         .set("group.id", "raw-consume-baseline")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .context("creating the consumer")?;
+        .set("enable.partition.eof", "true");
+    for p in &args.properties {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--property {p:?} is not key=value"))?;
+        config.set(k.trim(), v.trim());
+    }
+    let consumer: BaseConsumer = config.create().context("creating the consumer")?;
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
         .context("fetching metadata")?;

@@ -9,8 +9,17 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use schema::loki::encoded::EncodedEntries;
 
-use crate::labels::StreamId;
 use crate::offsets::Generation;
+use crate::tenants::Tenant;
+
+/// A batch's stream: its tenant and its label set (tenant index in the high 32 bits, the label
+/// set's stream id in the low ones), so one tenant's records never share a batch with another's.
+pub(crate) type StreamKey = u64;
+
+/// The key of `stream` of `tenant`.
+pub(crate) fn stream_key(tenant: &Tenant, stream: crate::labels::StreamId) -> StreamKey {
+    (u64::from(tenant.index) << 32) | u64::from(stream)
+}
 
 /// Where a record came from: what must be acknowledged to release its offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +52,8 @@ pub(crate) struct NewEntry<'a, M> {
 pub(crate) struct Batch {
     /// The stream's label selector.
     pub(crate) labels: Arc<str>,
+    /// The stream's tenant.
+    pub(crate) tenant: Arc<Tenant>,
     /// The entries, encoded, each with the Kafka position it came from.
     pub(crate) entries: EncodedEntries<Held>,
     /// Kafka timestamp (ms) of the oldest message, for the end-to-end latency metric.
@@ -54,10 +65,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    fn new(labels: Arc<str>, max_wait: Duration, room: Room) -> Self {
+    fn new(labels: Arc<str>, tenant: Arc<Tenant>, max_wait: Duration, room: Room) -> Self {
         let started = Instant::now();
         Self {
             labels,
+            tenant,
             entries: EncodedEntries::with_capacity(room.bytes, room.entries),
             oldest_kafka_ms: None,
             started,
@@ -102,9 +114,9 @@ struct Room {
 /// Open batches by stream.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    open: FxHashMap<StreamId, Batch>,
+    open: FxHashMap<StreamKey, Batch>,
     /// Per stream, the size of its last batch.
-    room: FxHashMap<StreamId, Room>,
+    room: FxHashMap<StreamKey, Room>,
     /// Entries and bytes in open batches.
     pending_records: usize,
     pending_bytes: usize,
@@ -127,12 +139,12 @@ impl Batcher {
         }
     }
 
-    /// Adds an entry to `stream`'s batch (opening it with `labels` when none is open); returns
-    /// the entry's size and the stream's batch when it reached a size threshold.
+    /// Adds an entry to `stream`'s batch (opening it with `labels` and `tenant` when none is
+    /// open); returns the entry's size and the stream's batch when it reached a size threshold.
     pub(crate) fn add<'m, M>(
         &mut self,
-        stream: StreamId,
-        labels: &Arc<str>,
+        stream: StreamKey,
+        (labels, tenant): (&Arc<str>, &Arc<Tenant>),
         entry: NewEntry<'_, M>,
     ) -> (usize, Option<Batch>)
     where
@@ -142,7 +154,7 @@ impl Batcher {
         let room = &self.room;
         let batch = self.open.entry(stream).or_insert_with(|| {
             let room = room.get(&stream).copied().unwrap_or_default();
-            Batch::new(labels.clone(), max_wait, room)
+            Batch::new(labels.clone(), tenant.clone(), max_wait, room)
         });
         // A single entry bigger than the byte limit still goes out alone.
         let size = batch
@@ -192,7 +204,7 @@ impl Batcher {
         out
     }
 
-    fn remove(&mut self, stream: StreamId) -> Option<Batch> {
+    fn remove(&mut self, stream: StreamKey) -> Option<Batch> {
         let batch = self.open.remove(&stream)?;
         self.room.insert(
             stream,
@@ -210,7 +222,7 @@ impl Batcher {
     /// least the maximum wait ago (or, without a Kafka timestamp, the batch opened that long
     /// ago).
     pub(crate) fn take_aged(&mut self, now: Instant) -> Vec<Batch> {
-        let aged: Vec<StreamId> = self
+        let aged: Vec<StreamKey> = self
             .open
             .iter()
             .filter(|(_, b)| now >= b.due)
@@ -259,7 +271,8 @@ mod tests {
         held: Held,
         kafka_ms: Option<i64>,
     ) -> Option<Batch> {
-        let stream = StreamId::from(labels.as_bytes()[labels.len().saturating_sub(3)]);
+        let stream = StreamKey::from(labels.as_bytes()[labels.len().saturating_sub(3)]);
+        let tenants = crate::tenants::Tenants::new(&crate::config::ConsumerConfig::default());
         let entry = NewEntry {
             nanos: ts,
             line: &line,
@@ -267,7 +280,7 @@ mod tests {
             held,
             kafka_ms,
         };
-        b.add(stream, labels, entry).1
+        b.add(stream, (labels, tenants.default_tenant()), entry).1
     }
 
     fn h(offset: i64) -> Held {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use schema::labels::{LabelPolicy, MAX_LABELS};
 use schema::loki::limits::Limits;
 use schema::loki::metadata::normalize_metadata_name;
+use schema::loki::tenant::check_tenant_id;
 use schema::Timestamp;
 use serde::{Deserialize, Serialize};
 use service::config::{ConfigError, Secret};
@@ -70,8 +71,16 @@ pub struct ConsumerConfig {
     /// (`http://user:password@host`) are sent as basic auth (they win over `loki_username` and
     /// `loki_bearer_token`) and never logged.
     pub loki_url: String,
-    /// Tenant sent as `X-Scope-OrgID`; empty sends none. Default empty.
+    /// Tenant sent as `X-Scope-OrgID`; empty sends none. With `loki_tenant_field`, the tenant of
+    /// records without that field. Default empty.
     pub loki_tenant_id: String,
+    /// Record field whose value is the record's tenant (`X-Scope-OrgID`), so one consumer
+    /// serves many teams of one Loki; records without it get `loki_tenant_id`, records whose
+    /// value Loki would refuse as a tenant go to the dead-letter topic (`invalid_tenant`).
+    /// Empty: every record has `loki_tenant_id`. Default empty.
+    pub loki_tenant_field: String,
+    /// Tenants named in per-tenant metrics; the rest are counted as `other`. Default 100.
+    pub max_tenant_series: usize,
     /// Basic-auth user name; empty for none. Default empty.
     pub loki_username: String,
     /// Basic-auth password. Secret.
@@ -118,7 +127,7 @@ pub struct ConsumerConfig {
     /// timestamp), at least half of it after the batch opened and at most all of it. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub batch_max_wait: Duration,
-    /// Pushes in flight at once. Default 4.
+    /// Pushes in flight at once, per tenant. Default 4.
     pub max_in_flight_pushes: usize,
     /// Records held (batching, in flight, retrying) before reading stops; held that long (5 s),
     /// the partitions are paused. Default 10000.
@@ -134,6 +143,14 @@ pub struct ConsumerConfig {
     /// Attempts before a retriable push is given up (its records then go to the dead-letter
     /// topic); 0 retries forever. Default 0.
     pub retry_max_attempts: u32,
+    /// Consecutive 500 answers to one push, while Loki accepts other pushes, after which the
+    /// push's failure is taken as permanent: it is split like a 400 and exactly the records
+    /// that fail alone go to the dead-letter topic (`loki_persistent_error`). A Loki that is
+    /// down (no answer, 503s, every push failing) is retried without limit regardless. Also:
+    /// 429s in a row to one push while the tenant's other pushes pass (it is bigger than the
+    /// tenant's burst) split it; nothing is dead-lettered for a 429. 0 never gives up.
+    /// Default 10.
+    pub loki_persistent_error_attempts: u32,
     /// Retry interval while Loki answers 401/403/404 (misconfiguration). Default `30s`.
     #[serde(with = "humantime_serde")]
     pub misconfig_retry_interval: Duration,
@@ -181,6 +198,8 @@ impl Default for ConsumerConfig {
             feature_enhanced_metrics: false,
             loki_url: "http://localhost:3100".into(),
             loki_tenant_id: String::new(),
+            loki_tenant_field: String::new(),
+            max_tenant_series: 100,
             loki_username: String::new(),
             loki_password: Secret::default(),
             loki_bearer_token: Secret::default(),
@@ -204,6 +223,7 @@ impl Default for ConsumerConfig {
             retry_min_backoff: Duration::from_millis(250),
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 0,
+            loki_persistent_error_attempts: 10,
             misconfig_retry_interval: Duration::from_secs(30),
             label_fields: vec!["service".into(), "level".into()],
             metadata_fields: vec!["trace_id".into(), "span_id".into(), "request_id".into()],
@@ -278,6 +298,11 @@ impl ConsumerConfig {
         positive("loki_max_line_size", self.loki_max_line_size)?;
         positive("max_label_sets", self.max_label_sets)?;
         self.schema_start()?;
+        let tenant = self.loki_tenant_id.trim();
+        if !tenant.is_empty() {
+            check_tenant_id(tenant)
+                .map_err(|e| ConfigError::invalid("loki_tenant_id", e.to_string()))?;
+        }
         for field in &self.metadata_fields {
             if let Err(e) = normalize_metadata_name(field) {
                 return Err(ConfigError::invalid(
@@ -450,6 +475,7 @@ mod tests {
             ),
             ("OVERSIZE_LINES", "drop", "oversize_lines"),
             ("LOKI_SCHEMA_START", "24/10/2020", "loki_schema_start"),
+            ("LOKI_TENANT_ID", "team/a", "loki_tenant_id"),
             ("METADATA_FIELDS", "trace_id,__", "metadata_fields"),
         ] {
             let e = load(&[(k, v)]).unwrap_err().to_string();

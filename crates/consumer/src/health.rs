@@ -1,9 +1,11 @@
 //! Loki's health as the consumer sees it, with one owner: the `loki` readiness check, the
 //! `consumer_loki_misconfigured` gauge and the flag that pauses consumption while Loki refuses
 //! our URL, tenant or credentials (401/403/404). Loki's `/ready` probe and the push outcomes
-//! both report here; nothing else writes them.
+//! both report here; nothing else writes them. It also counts the pushes Loki accepted: the
+//! evidence that Loki works while one push keeps failing, which tells a permanent failure of
+//! that push from an outage (`deliver`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,8 @@ pub(crate) struct LokiHealth {
     readiness: Arc<Readiness>,
     metrics: Metrics,
     misconfigured: AtomicBool,
+    /// Pushes Loki accepted so far.
+    accepted: AtomicU64,
 }
 
 impl LokiHealth {
@@ -32,7 +36,13 @@ impl LokiHealth {
             readiness,
             metrics,
             misconfigured: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
         }
+    }
+
+    /// Pushes Loki accepted so far (compare two readings: did Loki take anything between?).
+    pub(crate) fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// True while Loki refuses our URL, tenant or credentials: consumption stays paused.
@@ -54,6 +64,7 @@ impl LokiHealth {
 
     /// Loki accepted a push.
     pub(crate) fn push_accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::SeqCst);
         if self.misconfigured.swap(false, Ordering::SeqCst) {
             self.metrics.loki_misconfigured.set(0);
             self.readiness.set(CHECK, true, "push accepted again");
@@ -100,6 +111,15 @@ mod tests {
 
     fn loki_ready(r: &Readiness) -> bool {
         r.snapshot().1.get(CHECK).is_some_and(|c| c.ok)
+    }
+
+    #[test]
+    fn it_counts_accepted_pushes() {
+        let (_r, h) = health();
+        assert_eq!(h.accepted(), 0);
+        h.push_accepted();
+        h.push_accepted();
+        assert_eq!(h.accepted(), 2);
     }
 
     #[test]

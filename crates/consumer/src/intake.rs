@@ -16,11 +16,12 @@ use schema::loki::metadata::normalize_metadata_name;
 use schema::LogRecord;
 use smallvec::SmallVec;
 
-use crate::batch::{Batch, Batcher, Held, NewEntry};
+use crate::batch::{stream_key, Batch, Batcher, Held, NewEntry, StreamKey};
 use crate::config::{ConsumerConfig, OversizeLines};
 use crate::dlq::DeadLetter;
-use crate::labels::{LabelResolver, StreamId};
+use crate::labels::LabelResolver;
 use crate::metrics::Metrics;
+use crate::tenants::Tenants;
 
 /// Structured metadata of one record: (name sent to Loki, value), inline for the usual few.
 type Metadata<'a> = SmallVec<[(&'a str, Cow<'a, str>); 8]>;
@@ -46,11 +47,12 @@ pub(crate) struct Intake {
     labels: LabelResolver,
     /// (record field, name sent to Loki) of each structured-metadata field, named once.
     metadata_fields: Vec<(String, String)>,
+    tenants: Tenants,
     limits: Limits,
     oversize: OversizeLines,
-    /// The newest timestamp sent to each stream (`i64::MIN`: none), for Loki's
-    /// "too far behind" check.
-    newest: Vec<i64>,
+    /// The newest timestamp sent to each stream of each tenant, for Loki's "too far behind"
+    /// check.
+    newest: rustc_hash::FxHashMap<StreamKey, i64>,
     /// Wall clock in ns, refreshed by [`Intake::set_now`] (Loki's age checks need minutes, not
     /// nanoseconds).
     now: i64,
@@ -77,9 +79,10 @@ impl Intake {
         Self {
             labels: LabelResolver::new(policy, config.max_label_sets),
             metadata_fields,
+            tenants: Tenants::new(config),
             limits: config.limits(),
             oversize: config.oversize_lines,
-            newest: Vec::new(),
+            newest: rustc_hash::FxHashMap::default(),
             now: schema::Timestamp::now().as_nanos(),
             metrics,
         }
@@ -93,6 +96,11 @@ impl Intake {
     /// Distinct label sets seen.
     pub(crate) fn distinct_streams(&self) -> usize {
         self.labels.distinct_sets()
+    }
+
+    /// Distinct tenants seen.
+    pub(crate) fn distinct_tenants(&self) -> usize {
+        self.tenants.count()
     }
 
     /// Takes one message (already checked to be of our topic and tracked as `held`).
@@ -151,8 +159,29 @@ impl Intake {
         kafka_ms: Option<i64>,
         batcher: &mut Batcher,
     ) -> Taken {
+        let tenant = match self.tenants.of(record) {
+            Ok(t) => t,
+            Err(refused) => {
+                let error = format!(
+                    "field {:?} holds {:?}, which Loki refuses as a tenant: {}",
+                    self.tenants.field().unwrap_or_default(),
+                    refused.value,
+                    refused.error
+                );
+                self.metrics
+                    .tenant_refused(held.partition, held.offset, &error);
+                return Taken::Dead(DeadLetter {
+                    value: line.into_owned().into_bytes(),
+                    key: Some(record.service.as_bytes().to_vec()),
+                    reason: crate::metrics::INVALID_TENANT.to_owned(),
+                    error,
+                    partition: held.partition,
+                    offset: held.offset,
+                });
+            }
+        };
         let resolved = self.labels.resolve(record);
-        let stream = resolved.stream;
+        let stream = stream_key(tenant, resolved.stream);
         let mut metadata: Metadata<'_> = self
             .metadata_fields
             .iter()
@@ -170,8 +199,8 @@ impl Intake {
             line = Cow::Owned(truncate_line(&line, self.limits.max_line_size));
         }
         let ts = record.timestamp.as_nanos();
-        let newest = newest_of(&mut self.newest, stream);
-        let labels = self.labels.labels(stream);
+        let newest = self.newest.get(&stream).copied();
+        let labels = self.labels.labels(resolved.stream);
         let parts = EntryParts {
             nanos: ts,
             line_len: line.len(),
@@ -194,13 +223,13 @@ impl Intake {
             });
         }
         if newest.is_none_or(|n| ts > n) {
-            self.newest[stream as usize] = ts;
+            self.newest.insert(stream, ts);
         }
         self.metrics
             .count_level(&record.service, record.level.as_str(), 1);
         let (size, full) = batcher.add(
             stream,
-            labels,
+            (labels, tenant),
             NewEntry {
                 nanos: ts,
                 line: &line,
@@ -211,15 +240,6 @@ impl Intake {
         );
         Taken::Batched { size, full }
     }
-}
-
-/// The newest timestamp sent to `stream`, if any (growing the table for a new stream).
-fn newest_of(newest: &mut Vec<i64>, stream: StreamId) -> Option<i64> {
-    let i = stream as usize;
-    if i >= newest.len() {
-        newest.resize(i + 1, i64::MIN);
-    }
-    Some(newest[i]).filter(|&n| n != i64::MIN)
 }
 
 /// Cuts a line to at most `max` bytes on a character boundary, marking the cut.

@@ -6,7 +6,8 @@
 //! (the consume loop) with `intake` (message → entry of a stream's batch), `labels`, `batch`,
 //! `flow` (backpressure), `gaps` (offset gap repair) and `offsets`; `inflight` and `deliver`
 //! (retries and 400 bisection), `loki` (the client), `health` (Loki's health, one owner),
-//! `dlq`, `retry`, [`metrics`] and the admin server from the `service` crate.
+//! `tenants` (a record's tenant, per-tenant back-off and in-flight limits), `dlq`, `retry`,
+//! [`metrics`] and the admin server from the `service` crate.
 
 pub mod audit;
 mod batch;
@@ -30,12 +31,12 @@ mod progress;
 pub mod redrive;
 mod retry;
 mod scan;
+mod tenants;
 
 use std::sync::Arc;
 
 use service::admin::{self, AdminState, Readiness};
 use thiserror::Error;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ConsumerConfig;
@@ -136,9 +137,8 @@ pub async fn run(
             max_backoff: config.retry_max_backoff,
             max_attempts: config.retry_max_attempts,
             misconfig_interval: config.misconfig_retry_interval,
+            persistent_after: config.loki_persistent_error_attempts,
         },
-        permits: Semaphore::new(config.max_in_flight_pushes),
-        gate: retry::Gate::new(config.retry_min_backoff, config.retry_max_backoff),
         health: health.clone(),
         abandon: CancellationToken::new(),
     });

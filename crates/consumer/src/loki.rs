@@ -165,13 +165,6 @@ impl LokiClient {
             u
         };
         let mut headers = HeaderMap::new();
-        if !config.loki_tenant_id.is_empty() {
-            headers.insert(
-                "X-Scope-OrgID",
-                HeaderValue::from_str(&config.loki_tenant_id)
-                    .map_err(|_| ClientError::Header("loki_tenant_id"))?,
-            );
-        }
         if let Some((user, password)) = url_credentials {
             let raw = format!("{user}:{password}");
             let mut v = HeaderValue::from_str(&format!("Basic {}", encode_base64(raw.as_bytes())))
@@ -253,10 +246,18 @@ impl LokiClient {
         }
     }
 
-    /// One push attempt; returns the outcome and the request's duration.
-    pub async fn push(&self, body: Bytes) -> (Outcome, Option<u16>, Duration) {
+    /// One push attempt for `tenant` (`X-Scope-OrgID`, or none); returns the outcome and the
+    /// request's duration.
+    pub async fn push(
+        &self,
+        body: Bytes,
+        tenant: Option<&HeaderValue>,
+    ) -> (Outcome, Option<u16>, Duration) {
         let started = Instant::now();
         let mut req = self.http.post(self.push_url.clone()).body(body);
+        if let Some(tenant) = tenant {
+            req = req.header("X-Scope-OrgID", tenant.clone());
+        }
         req = match (self.encoding, self.gzip) {
             (Encoding::Protobuf, _) => req.header(CONTENT_TYPE, "application/x-protobuf"),
             (Encoding::Json, false) => req.header(CONTENT_TYPE, "application/json"),

@@ -15,7 +15,16 @@ pub use crate::loki::RetryReason;
 pub const SERVICE: &str = "consumer";
 
 /// Reasons a record goes to the dead-letter topic besides decode and Loki discard reasons.
-pub const EXTRA_DLQ_REASONS: [&str; 2] = ["loki_rejected", "retries_exhausted"];
+pub const EXTRA_DLQ_REASONS: [&str; 5] = [
+    "loki_rejected",
+    "retries_exhausted",
+    "loki_persistent_error",
+    "request_too_large",
+    INVALID_TENANT,
+];
+
+/// Dead-letter reason of a record whose tenant field holds a value Loki refuses as a tenant.
+pub const INVALID_TENANT: &str = "invalid_tenant";
 
 /// Status labels of `loki_push_requests_total` pre-initialised to 0.
 const PUSH_STATUSES: [&str; 9] = [
@@ -76,6 +85,13 @@ pub struct Metrics {
     pub loki_misconfigured: IntGauge,
     /// `consumer_records_by_level_total{service,level}` (FEATURE_ENHANCED_METRICS only).
     pub by_level: IntCounterVec,
+    /// `consumer_tenant_records_pushed_total{tenant}`: records Loki acknowledged, by tenant
+    /// (`MAX_TENANT_SERIES` named, the rest `other`).
+    pub tenant_records_pushed: IntCounterVec,
+    /// `consumer_tenant_push_retries_total{tenant,reason}`: retried pushes by tenant.
+    pub tenant_push_retries: IntCounterVec,
+    /// `consumer_tenants`: distinct tenants seen.
+    pub tenants: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -264,6 +280,19 @@ impl Metrics {
                 "Records pushed by service and level (FEATURE_ENHANCED_METRICS).",
                 &["service", "level"],
             )?,
+            tenant_records_pushed: counter_vec(
+                r,
+                "consumer_tenant_records_pushed_total",
+                "Records Loki acknowledged, by tenant (MAX_TENANT_SERIES named, the rest `other`).",
+                &["tenant"],
+            )?,
+            tenant_push_retries: counter_vec(
+                r,
+                "consumer_tenant_push_retries_total",
+                "Push retries by tenant and reason (MAX_TENANT_SERIES named, the rest `other`).",
+                &["tenant", "reason"],
+            )?,
+            tenants: gauge(r, "consumer_tenants", "Distinct Loki tenants seen.")?,
         };
         for reason in WireError::all_reasons()
             .chain(Discard::ALL.iter().map(|d| d.as_str()))
@@ -286,6 +315,10 @@ impl Metrics {
             m.ingestion_errors
                 .with_label_values(&[SERVICE, "loki", reason.as_str()]);
         }
+        m.ingestion_errors
+            .with_label_values(&[SERVICE, "loki", "persistent_error"]);
+        m.ingestion_errors
+            .with_label_values(&[SERVICE, "tenant", INVALID_TENANT]);
         m.ingestion_errors
             .with_label_values(&[SERVICE, "dlq", "produce_failed"]);
         m.ingestion_errors
@@ -356,13 +389,21 @@ impl Metrics {
         self.push_duration.observe(seconds);
     }
 
-    /// A push will be retried.
-    pub fn push_retry(&self, reason: RetryReason, attempt: u32, delay_ms: u64, detail: &str) {
+    /// A push of `tenant` (its name; empty for none) will be retried.
+    pub fn push_retry(
+        &self,
+        tenant: &str,
+        reason: RetryReason,
+        attempt: u32,
+        delay_ms: u64,
+        detail: &str,
+    ) {
         if reason == RetryReason::Misconfigured {
-            tracing::error!(attempt, delay_ms, detail,
-                "Loki refuses our credentials or URL (401/403/404): consumption stopped, nothing committed; fix LOKI_URL / LOKI_TENANT_ID / credentials");
+            tracing::error!(tenant, attempt, delay_ms, detail,
+                "Loki refuses our credentials, URL or tenant (401/403/404): consumption stopped, nothing committed; fix LOKI_URL / LOKI_TENANT_ID / LOKI_TENANT_FIELD / credentials");
         } else if attempt <= 1 || attempt.is_power_of_two() {
             tracing::warn!(
+                tenant,
                 reason = reason.as_str(),
                 attempt,
                 delay_ms,
@@ -389,6 +430,46 @@ impl Metrics {
         );
         self.ingestion_errors
             .with_label_values(&[SERVICE, "loki", reason])
+            .inc();
+    }
+
+    /// Loki kept failing a record alone with a 5xx while it worked otherwise.
+    pub fn loki_persistent_error(&self, partition: i32, offset: i64, answer: &str) {
+        tracing::warn!(
+            partition,
+            offset,
+            loki = answer,
+            "Loki keeps failing this record alone while it accepts others; sending it to the dead-letter topic"
+        );
+        self.ingestion_errors
+            .with_label_values(&[SERVICE, "loki", "persistent_error"])
+            .inc();
+    }
+
+    /// Records of `tenant` (its metric label) were acknowledged.
+    pub fn tenant_pushed(&self, tenant: &str, records: usize) {
+        self.tenant_records_pushed
+            .with_label_values(&[tenant])
+            .inc_by(records as u64);
+    }
+
+    /// A push of `tenant` (its metric label) is retried.
+    pub fn tenant_retry(&self, tenant: &str, reason: RetryReason) {
+        self.tenant_push_retries
+            .with_label_values(&[tenant, reason.as_str()])
+            .inc();
+    }
+
+    /// A record's tenant field holds a value Loki refuses as a tenant.
+    pub fn tenant_refused(&self, partition: i32, offset: i64, error: &str) {
+        tracing::warn!(
+            partition,
+            offset,
+            error,
+            "record with a tenant Loki would refuse, sending it to the dead-letter topic"
+        );
+        self.ingestion_errors
+            .with_label_values(&[SERVICE, "tenant", INVALID_TENANT])
             .inc();
     }
 

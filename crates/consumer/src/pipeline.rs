@@ -297,6 +297,7 @@ impl Pipeline {
         metrics
             .label_sets
             .set(self.intake.distinct_streams() as i64);
+        metrics.tenants.set(self.intake.distinct_tenants() as i64);
     }
 
     fn update_backpressure(&mut self) {

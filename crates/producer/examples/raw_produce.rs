@@ -1,6 +1,6 @@
 //! The raw baseline of `scripts/bench-producer.sh`: sends a file's lines to Kafka as they are
 //! (no parsing, no validation, no key, no headers), what `kcat -P -l` does, with the producer
-//! service's librdkafka settings ([`producer::sink::client_config`]), and waits until Kafka
+//! service's librdkafka settings ([`producer::client_config`]), and waits until Kafka
 //! acknowledged every line.
 //!
 //! `cargo run --release -p logpipe-producer --example raw_produce -- BOOTSTRAP TOPIC FILE [--key]
@@ -57,13 +57,13 @@ fn main() -> anyhow::Result<()> {
     };
     let with_key = flags.iter().any(|f| *f == "--key");
     let with_headers = flags.iter().any(|f| *f == "--headers");
-    let headers = producer::sink::record_headers();
+    let headers = producer::record_headers();
     let config = producer::ProducerConfig {
         kafka_bootstrap_servers: (*bootstrap).clone(),
         kafka_topic: (*topic).clone(),
         ..producer::ProducerConfig::default()
     };
-    let producer: ThreadedProducer<Counter> = producer::sink::client_config(&config)
+    let producer: ThreadedProducer<Counter> = producer::client_config(&config)
         .create_with_context(Counter::default())
         .context("cannot create the producer")?;
     // Like the producer's start-up check (and kcat's first metadata request): know the topic

@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ProducerConfig;
 use crate::file::{FileError, FileOptions};
 use crate::follow::FollowError;
-use crate::http::IngestState;
+use crate::ingest::IngestState;
+use crate::kafka::{Sink, SinkError};
 use crate::metrics::Metrics;
 use crate::report::Report;
-use crate::sink::{Sink, SinkError};
 
 /// The version reported by `/healthz` and `build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -72,6 +72,55 @@ pub enum RunError {
     /// A task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl RunOptions {
+    /// The exit status of `producer run` after `report`: [`Report::exit_code`] for a file read
+    /// once; 0 for the services that run until a signal (`--loop`, `--follow`, HTTP only), which
+    /// log what they left undelivered.
+    pub fn exit_code(&self, report: &Report) -> u8 {
+        match &self.source {
+            Source::File(f) if !f.repeat => report.exit_code(),
+            _ => 0,
+        }
+    }
+}
+
+/// Runs the producer: registers its metrics into `registry` (served at `/metrics`), starts
+/// ([`App::build`]) and runs it ([`App::run`]) until the source is done (`--once`) or
+/// `shutdown` is cancelled; returns what it did.
+pub async fn run(
+    config: ProducerConfig,
+    options: RunOptions,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> Result<Report, RunError> {
+    let flags = config.feature_flags();
+    service::admin::register_common_metrics(
+        &registry,
+        "producer",
+        VERSION,
+        ProducerConfig::KNOWN_FLAGS,
+        &flags,
+    )?;
+    let metrics = Arc::new(Metrics::register(
+        &registry,
+        config.feature_enhanced_metrics,
+    )?);
+    tracing::info!(
+        version = VERSION,
+        environment = %config.environment,
+        topic = %config.kafka_topic,
+        bootstrap = %service::redact::url_credentials(&config.kafka_bootstrap_servers),
+        ingest_auth = config.ingest_auth(),
+        flags = ?flags,
+        "producer starting"
+    );
+    let app = App::build(config, options, registry, metrics).await?;
+    app.run(shutdown).await
 }
 
 /// A started, not yet running producer: port bound, Kafka reachable, topic present.
@@ -110,8 +159,11 @@ impl App {
             None => None,
         };
         let sink = Arc::new(Sink::new(&config)?);
-        crate::sink::ensure_topic(&config, options.create_topic || config.kafka_create_topic)
-            .await?;
+        crate::kafka::topic::ensure_topic(
+            &config,
+            options.create_topic || config.kafka_create_topic,
+        )
+        .await?;
         Ok(Self {
             config,
             options,
@@ -166,13 +218,11 @@ impl App {
                 registry: registry.clone(),
                 readiness: Arc::clone(&readiness),
             });
-            let ingest = crate::http::router(IngestState {
-                sink: Arc::clone(&sink),
-                metrics: Arc::clone(&metrics),
-                token: config.ingest_token.clone(),
-                max_body_bytes: config.ingest_max_body_bytes,
-                max_record_bytes: config.max_record_bytes,
-            });
+            let ingest = crate::ingest::router(IngestState::new(
+                &config,
+                Arc::clone(&sink),
+                Arc::clone(&metrics),
+            ));
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "http server listening");
             }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use service::config::{ConfigError, Secret};
 
 /// Compression codecs librdkafka accepts for `compression.codec`.
-pub const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+pub(crate) const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 /// Every setting of the producer service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,7 +242,7 @@ impl ProducerConfig {
     }
 
     /// The checkpoint file for `--follow` of `input`.
-    pub fn checkpoint_for(&self, input: &Path) -> PathBuf {
+    pub(crate) fn checkpoint_for(&self, input: &Path) -> PathBuf {
         if self.checkpoint_path.is_empty() {
             let mut name = input.as_os_str().to_owned();
             name.push(".checkpoint");

@@ -1,46 +1,41 @@
 //! The `--once` and `--loop` file sources: stream a JSON array or NDJSON file (or stdin) through
 //! [`schema::RecordReader`] into Kafka. `--loop` replays the file forever, optionally paced by
 //! `--rate` and with timestamps rebased so each pass looks live (keep the file's spacing, never
-//! later than the send time, start
-//! at now).
+//! later than the send time, start at now).
 //!
-//! Each pass runs on two threads: a reading thread validates and encodes records into batches
-//! (a bounded channel of them, buffers reused), while the calling thread hands them to Kafka,
-//! in input order, and does the rate limiting, the rebasing (at send time) and the accounting.
+//! Each pass runs on two threads: a reading thread validates and encodes records into
+//! [`Batch`]es (a bounded channel of them, buffers reused), while the calling thread hands them
+//! to the [`Dispatcher`], in input order, and does the rate limiting and the rebasing (at send
+//! time).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use schema::{Level, ReadError, RecordReader, Timestamp};
+use schema::{RecordReader, Timestamp};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Dispatcher, Enqueue, CHUNK_RECORDS};
+use crate::batch::{Batch, Item};
 use crate::config::ProducerConfig;
+use crate::dispatch::{Dispatcher, Enqueue, Origin, CHUNK_RECORDS};
+use crate::kafka::Sink;
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::rate::RateLimiter;
 use crate::report::Report;
-use crate::sink::Sink;
 
 /// Read buffer of file sources.
 const READ_BUFFER: usize = 256 * 1024;
 
-/// Records per batch handed from the reading thread to the sending thread, at most.
-const BATCH_RECORDS: usize = 512;
-
-/// Encoded bytes per batch: a batch is full once it holds this many (plus one record).
-const BATCH_BYTES: usize = 256 * 1024;
 /// How long the sending thread waits for a batch before it serves delivery reports again (it
 /// polls them itself while no rate limit makes it sleep: see [`Sink::poll_inline`]).
 const INLINE_POLL: Duration = Duration::from_millis(5);
 
 /// Batches the reading thread may have ready ahead of the sending thread (memory: about
-/// `BATCHES_AHEAD + 3` batches of `BATCH_BYTES`).
+/// `BATCHES_AHEAD + 3` batches of [`crate::batch::BATCH_BYTES`]).
 const BATCHES_AHEAD: usize = 4;
 
 /// Where records come from.
@@ -136,7 +131,7 @@ enum PassEnd {
 
 /// Runs the source until the input ends (`--once`) or shutdown (`--loop`), then waits for
 /// Kafka to acknowledge what was sent (bounded by `shutdown_timeout` after a signal).
-pub fn run(
+pub(crate) fn run(
     sink: Arc<Sink>,
     metrics: Arc<Metrics>,
     config: &ProducerConfig,
@@ -150,6 +145,7 @@ pub fn run(
     let mut d: Dispatcher<()> = Dispatcher::new(
         sink,
         metrics,
+        Origin::File,
         shutdown.clone(),
         config.shutdown_timeout,
         config.max_logged_errors,
@@ -219,66 +215,13 @@ fn sleep_unless(shutdown: &CancellationToken, d: Duration) -> bool {
     }
 }
 
-/// Valid records (encoded) and rejected ones, in input order: what the reading thread hands
-/// to the sending thread.
-struct Batch {
-    /// Each record's value followed by its key.
-    bytes: Vec<u8>,
-    items: Vec<Item>,
-    /// The reader's offset after the last item.
+/// Records of a pass, read and encoded by the reading thread for the sending thread.
+struct Read {
+    batch: Batch,
+    /// The reader's offset after the batch's last item.
     offset: u64,
     /// Set on a pass's last batch: why reading stopped.
     end: Option<PassEnd>,
-}
-
-enum Item {
-    /// A valid record, its key and value in the batch's bytes.
-    Record {
-        line: u64,
-        level: Level,
-        timestamp: Timestamp,
-        key: Range<usize>,
-        value: Range<usize>,
-    },
-    /// A record the reader rejected.
-    Rejected(ReadError),
-}
-
-impl Batch {
-    fn new() -> Self {
-        Self {
-            bytes: Vec::with_capacity(BATCH_BYTES + 64 * 1024),
-            items: Vec::with_capacity(BATCH_RECORDS),
-            offset: 0,
-            end: None,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.bytes.clear();
-        self.items.clear();
-        self.end = None;
-    }
-
-    fn is_full(&self) -> bool {
-        self.items.len() >= BATCH_RECORDS || self.bytes.len() >= BATCH_BYTES
-    }
-}
-
-/// Where the canonical value carries the timestamp: `{"timestamp":"` then 30 bytes of
-/// RFC 3339 (fixed width, see [`Timestamp::write_rfc3339`]).
-const VALUE_TIMESTAMP: Range<usize> = 14..44;
-
-/// Replaces the timestamp of an encoded value (`{"timestamp":"<30 bytes>",...`) with `ts`, as
-/// encoding the record with `ts` would have written it.
-fn restamp(value: &mut [u8], ts: Timestamp, stamp: &mut Vec<u8>) {
-    stamp.clear();
-    ts.write_rfc3339(stamp);
-    if let Some(slot) = value.get_mut(VALUE_TIMESTAMP) {
-        if slot.len() == stamp.len() {
-            slot.copy_from_slice(stamp);
-        }
-    }
 }
 
 /// The reading thread of a pass: reads, validates and encodes records into batches until the
@@ -288,51 +231,40 @@ fn read_batches<R: BufRead>(
     reader: &mut RecordReader<R>,
     strict: bool,
     shutdown: &CancellationToken,
-    full: &mpsc::SyncSender<Batch>,
-    empty: &mpsc::Receiver<Batch>,
+    full: &mpsc::SyncSender<Read>,
+    empty: &mpsc::Receiver<Read>,
 ) {
     let mut n: u64 = 0;
     loop {
-        let mut batch = empty.try_recv().unwrap_or_else(|_| Batch::new());
-        batch.clear();
-        while batch.end.is_none() && !batch.is_full() {
+        let mut read = empty.try_recv().unwrap_or_else(|_| Read {
+            batch: Batch::new(),
+            offset: 0,
+            end: None,
+        });
+        read.batch.clear();
+        read.end = None;
+        while read.end.is_none() && !read.batch.is_full() {
             if n % 256 == 0 && shutdown.is_cancelled() {
-                batch.end = Some(PassEnd::Interrupted);
+                read.end = Some(PassEnd::Interrupted);
                 break;
             }
             n += 1;
             let Some(item) = reader.next_record() else {
-                batch.end = Some(PassEnd::Eof);
+                read.end = Some(PassEnd::Eof);
                 break;
             };
-            match item {
-                Ok(r) => {
-                    let start = batch.bytes.len();
-                    schema::kafka::encode_value(&r.record, &mut batch.bytes);
-                    let value_end = batch.bytes.len();
-                    batch.bytes.extend_from_slice(schema::kafka::key(&r.record));
-                    batch.items.push(Item::Record {
-                        line: r.position.line,
-                        level: r.record.level,
-                        timestamp: r.record.timestamp,
-                        value: start..value_end,
-                        key: value_end..batch.bytes.len(),
-                    });
-                }
-                Err(e) => {
-                    let fatal = e.is_fatal();
-                    batch.items.push(Item::Rejected(e));
-                    if strict {
-                        batch.end = Some(PassEnd::Strict);
-                    } else if fatal {
-                        batch.end = Some(PassEnd::Eof);
-                    }
-                }
-            }
+            let stop = match &item {
+                Ok(_) => None,
+                Err(_) if strict => Some(PassEnd::Strict),
+                Err(e) if e.is_fatal() => Some(PassEnd::Eof),
+                Err(_) => None,
+            };
+            read.batch.push(item);
+            read.end = stop;
         }
-        batch.offset = reader.offset();
-        let last = batch.end.is_some();
-        if full.send(batch).is_err() || last {
+        read.offset = reader.offset();
+        let last = read.end.is_some();
+        if full.send(read).is_err() || last {
             return;
         }
     }
@@ -349,8 +281,8 @@ fn pass<R: BufRead + Send>(
     shutdown: &CancellationToken,
     progress: &mut Progress,
 ) -> Result<PassEnd, FileError> {
-    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
-    let (empty_tx, empty_rx) = mpsc::channel::<Batch>();
+    let (full_tx, full_rx) = mpsc::sync_channel::<Read>(BATCHES_AHEAD);
+    let (empty_tx, empty_rx) = mpsc::channel::<Read>();
     std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()
             .name("file-reader".into())
@@ -374,17 +306,15 @@ fn pass<R: BufRead + Send>(
 #[allow(clippy::too_many_arguments)]
 fn send_batches(
     d: &mut Dispatcher<()>,
-    full: &mpsc::Receiver<Batch>,
-    empty: &mpsc::Sender<Batch>,
+    full: &mpsc::Receiver<Read>,
+    empty: &mpsc::Sender<Read>,
     origin: &str,
     options: &FileOptions,
     rate: &mut Option<RateLimiter>,
     shutdown: &CancellationToken,
     progress: &mut Progress,
 ) -> PassEnd {
-    let mut shift: Option<i64> = None;
-    let mut last_rebased = Timestamp::EPOCH;
-    let mut stamp = Vec::with_capacity(VALUE_TIMESTAMP.len());
+    let mut rebase = options.rebase_timestamps.then(Rebase::default);
     let mut in_chunk: u64 = 0;
     let mut n: u64 = 0;
     let sink = Arc::clone(d.sink());
@@ -396,42 +326,21 @@ fn send_batches(
         if inline.is_some() {
             sink.poll(Duration::ZERO);
         }
-        let mut batch = match full.recv_timeout(INLINE_POLL) {
-            Ok(batch) => batch,
+        let mut read = match full.recv_timeout(INLINE_POLL) {
+            Ok(read) => read,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
             // The reading thread ended without a last batch (it panicked).
             Err(mpsc::RecvTimeoutError::Disconnected) => return PassEnd::Eof,
         };
-        let Batch {
-            bytes,
-            items,
-            offset,
-            end: pass_end,
-        } = &mut batch;
-        for item in items.drain(..) {
+        for i in 0..read.batch.len() {
             n += 1;
-            match item {
-                Item::Record {
-                    line,
-                    level,
-                    timestamp,
-                    key,
-                    value,
-                } => {
-                    if options.rebase_timestamps {
-                        // Keep the file's spacing from the start of the pass, but never stamp a
-                        // record later than the moment it is sent: a replay faster than the
-                        // file's own clock would otherwise date records hours ahead, which Loki
-                        // refuses (creation grace period), and a later pass would fall behind
-                        // the first.
-                        let now = Timestamp::now();
-                        let s = *shift.get_or_insert_with(|| now.as_nanos() - timestamp.as_nanos());
-                        let rebased = timestamp.saturating_add_nanos(s).min(now).max(last_rebased);
-                        last_rebased = rebased;
-                        if let Some(value) = bytes.get_mut(value.clone()) {
-                            restamp(value, rebased, &mut stamp);
-                        }
-                    }
+            if let (Some(rebase), Some(Item::Record(r))) = (&mut rebase, read.batch.items().get(i))
+            {
+                let rebased = rebase.next(r.timestamp);
+                rebase.restamp(&mut read.batch, i, rebased);
+            }
+            match &read.batch.items()[i] {
+                Item::Record(record) => {
                     if let Some(rate) = rate.as_mut() {
                         let wait = rate.take(Instant::now());
                         if !wait.is_zero() {
@@ -439,15 +348,12 @@ fn send_batches(
                             sleep_unless(shutdown, wait);
                         }
                     }
-                    let (key, value) = (&bytes[key], &bytes[value]);
-                    if d.send_encoded(origin, line, level, key, value, |_, _| {})
-                        == Enqueue::Interrupted
-                    {
+                    if d.send(origin, &read.batch, record, |_, _| {}) == Enqueue::Interrupted {
                         d.report.undelivered += 1;
                         return PassEnd::Interrupted;
                     }
                 }
-                Item::Rejected(e) => d.reject(origin, &e),
+                Item::Rejected(e) => d.reject(origin, e),
             }
             in_chunk += 1;
             if in_chunk >= CHUNK_RECORDS || (rate.is_some() && d.open_records() > 0 && n % 64 == 0)
@@ -455,14 +361,56 @@ fn send_batches(
                 in_chunk = 0;
                 d.seal(());
                 d.retire_settled(|_, _| {});
-                progress.update(*offset, d.report.read, d.report.sent);
+                progress.update(read.offset, d.report.read, d.report.sent);
             }
         }
-        if let Some(end) = *pass_end {
+        if let Some(end) = read.end {
             return end;
         }
         // The reading thread may be gone already; then the batch is simply dropped.
-        let _ = empty.send(batch);
+        let _ = empty.send(read);
+    }
+}
+
+/// `--rebase-timestamps`: keeps the file's spacing from the start of the pass, but never stamps
+/// a record later than the moment it is sent: a replay faster than the file's own clock would
+/// otherwise date records hours ahead, which Loki refuses (creation grace period), and a later
+/// pass would fall behind the first.
+#[derive(Debug, Default)]
+struct Rebase {
+    /// File time to send time, from the pass's first record.
+    shift: Option<i64>,
+    /// The last timestamp given: never go back before it.
+    last: Option<Timestamp>,
+    /// A record could not be re-dated (logged once).
+    failed: bool,
+}
+
+impl Rebase {
+    /// The rebased timestamp of a record read with `timestamp`, sent now.
+    fn next(&mut self, timestamp: Timestamp) -> Timestamp {
+        let now = Timestamp::now();
+        let shift = *self
+            .shift
+            .get_or_insert_with(|| now.as_nanos() - timestamp.as_nanos());
+        let rebased = timestamp
+            .saturating_add_nanos(shift)
+            .min(now)
+            .max(self.last.unwrap_or(Timestamp::EPOCH));
+        self.last = Some(rebased);
+        rebased
+    }
+
+    /// Re-dates record `index` of `batch`; a failure (the value was not encoded by
+    /// [`schema::kafka::encode_value`], which cannot happen) sends it with its own timestamp and
+    /// is logged once.
+    fn restamp(&mut self, batch: &mut Batch, index: usize, rebased: Timestamp) {
+        if let Err(e) = batch.restamp(index, rebased) {
+            if !self.failed {
+                self.failed = true;
+                tracing::error!(error = %e, "records are sent with their own timestamps: cannot rebase them");
+            }
+        }
     }
 }
 
@@ -471,22 +419,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restamping_an_encoded_value_equals_encoding_the_rebased_record() {
-        let input = r#"{"timestamp":"2026-01-02T03:04:05.5Z","level":"info","service":"api","message":"m","x":1}"#;
-        let mut record = schema::parse_record(input).unwrap();
-        let mut value = Vec::new();
-        schema::kafka::encode_value(&record, &mut value);
-        let mut stamp = Vec::new();
-        for nanos in [0, 1, 999_999_999, 1_767_323_045_123_456_789, i64::MAX] {
-            let ts = Timestamp::from_nanos(nanos).unwrap_or(Timestamp::EPOCH);
-            record.timestamp = ts;
-            let mut want = Vec::new();
-            schema::kafka::encode_value(&record, &mut want);
-            restamp(&mut value, ts, &mut stamp);
-            assert_eq!(
-                String::from_utf8_lossy(&value),
-                String::from_utf8_lossy(&want)
-            );
-        }
+    fn rebasing_keeps_the_spacing_never_dates_ahead_of_now_and_never_goes_back() {
+        let mut rebase = Rebase::default();
+        let t0 = Timestamp::from_nanos(1_000_000_000_000).unwrap();
+        let first = rebase.next(t0);
+        let now = Timestamp::now();
+        assert!(first <= now && now.as_nanos() - first.as_nanos() < 5_000_000_000);
+        // A record an hour later in the file is not dated an hour ahead.
+        let later = rebase.next(t0.saturating_add_nanos(3_600_000_000_000));
+        assert!(later <= Timestamp::now());
+        assert!(later >= first);
+        // An older record does not go back before the last one.
+        assert!(rebase.next(t0) >= later);
     }
 }

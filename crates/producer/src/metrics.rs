@@ -11,31 +11,31 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use schema::{Level, ReadError, Reason};
 
 /// `stage` label: reading the input.
-pub const STAGE_READ: &str = "read";
+pub(crate) const STAGE_READ: &str = "read";
 /// `stage` label: validating a record.
-pub const STAGE_VALIDATE: &str = "validate";
+pub(crate) const STAGE_VALIDATE: &str = "validate";
 /// `stage` label: producing to Kafka.
-pub const STAGE_KAFKA: &str = "kafka";
+pub(crate) const STAGE_KAFKA: &str = "kafka";
 /// `stage` label: the HTTP ingest endpoint.
-pub const STAGE_HTTP: &str = "http";
+pub(crate) const STAGE_HTTP: &str = "http";
 
 /// Kafka-stage reasons (besides the record reasons of [`Reason`]).
-pub const KAFKA_REASONS: [&str; 3] = ["queue_full", "delivery_failed", "message_too_large"];
+pub(crate) const KAFKA_REASONS: [&str; 3] = ["queue_full", "delivery_failed", "message_too_large"];
 /// HTTP-stage reasons.
-pub const HTTP_REASONS: [&str; 4] = [
+pub(crate) const HTTP_REASONS: [&str; 4] = [
     "unauthorized",
     "payload_too_large",
     "malformed",
     "queue_full",
 ];
 /// `source` label values of `producer_records_read_total`.
-pub const SOURCES: [&str; 2] = ["file", "http"];
+pub(crate) const SOURCES: [&str; 2] = ["file", "http"];
 /// HTTP status codes `/v1/logs` answers, pre-initialised in `producer_http_requests_total`.
-pub const HTTP_STATUSES: [u16; 7] = [200, 400, 401, 413, 415, 500, 503];
+pub(crate) const HTTP_STATUSES: [u16; 7] = [200, 400, 401, 413, 415, 500, 503];
 /// Requests refused for a missing or wrong token are logged at most once per this interval
 /// (anyone can send them); every one is counted in
 /// `ingestion_errors_total{stage="http",reason="unauthorized"}`.
-pub const UNAUTHORIZED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const UNAUTHORIZED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Lets a repeated event be logged at most once per interval, counting what it held back.
 #[derive(Debug)]
@@ -222,7 +222,7 @@ impl Metrics {
 
     /// Counts a record the reader rejected and logs it with its position when `log` is true
     /// (callers log the first N and then only count).
-    pub fn record_rejected(&self, origin: &str, error: &ReadError, log: bool) {
+    pub(crate) fn record_rejected(&self, origin: &str, error: &ReadError, log: bool) {
         let stage = match error {
             ReadError::Invalid { .. } => STAGE_VALIDATE,
             _ => STAGE_READ,
@@ -246,7 +246,7 @@ impl Metrics {
 
     /// Counts `n` records Kafka did not take for `reason` (one of [`KAFKA_REASONS`]) and logs
     /// once for the chunk: ERROR, because these records are lost unless the input is replayed.
-    pub fn delivery_failed(&self, reason: &'static str, n: u64, first_error: &str) {
+    pub(crate) fn delivery_failed(&self, reason: &'static str, n: u64, first_error: &str) {
         if n == 0 {
             return;
         }
@@ -263,7 +263,7 @@ impl Metrics {
 
     /// Counts records refused by the HTTP endpoint before reaching Kafka (one of
     /// [`HTTP_REASONS`]); WARN, because the client is told and can resend.
-    pub fn http_refused(&self, reason: &'static str, detail: &str) {
+    pub(crate) fn http_refused(&self, reason: &'static str, detail: &str) {
         self.ingestion_errors
             .with_label_values(&["producer", STAGE_HTTP, reason])
             .inc();
@@ -273,7 +273,7 @@ impl Metrics {
     /// Counts a request refused for a missing or wrong bearer token, and logs a WARN at most
     /// once per [`UNAUTHORIZED_LOG_INTERVAL`] (with how many were refused silently since), so
     /// unauthenticated clients cannot flood the log.
-    pub fn unauthorized(&self) {
+    pub(crate) fn unauthorized(&self) {
         self.unauthorized_at(Instant::now());
     }
 
@@ -298,7 +298,7 @@ impl Metrics {
     }
 
     /// Counts records read from `source` (`file` or `http`).
-    pub fn read(&self, source: &'static str, n: u64) {
+    pub(crate) fn read(&self, source: &'static str, n: u64) {
         if n > 0 {
             self.records_read.with_label_values(&[source]).inc_by(n);
         }
@@ -306,7 +306,7 @@ impl Metrics {
 
     /// Records a chunk Kafka finished with: `delivered` records of `bytes` value bytes, after
     /// `latency`.
-    pub fn chunk_acknowledged(&self, delivered: u64, bytes: u64, latency: Duration) {
+    pub(crate) fn chunk_acknowledged(&self, delivered: u64, bytes: u64, latency: Duration) {
         self.records_sent.inc_by(delivered);
         self.bytes_sent.inc_by(bytes);
         self.delivery_latency.observe(latency.as_secs_f64());
@@ -315,7 +315,7 @@ impl Metrics {
     /// Adds a chunk's per-level counts (enhanced metrics only).
     /// `counts` maps a service to its records per level, in [`Level::ALL`] order; they are
     /// reset to zero (the services stay, so the next chunk does not allocate them again).
-    pub fn add_levels(&self, counts: &mut HashMap<Vec<u8>, [u64; Level::ALL.len()]>) {
+    pub(crate) fn add_levels(&self, counts: &mut HashMap<Vec<u8>, [u64; Level::ALL.len()]>) {
         let Some(v) = &self.records_by_level else {
             counts.clear();
             return;
@@ -332,7 +332,7 @@ impl Metrics {
     }
 
     /// Counts one answered `POST /v1/logs`.
-    pub fn http_answered(&self, status: u16, duration: Duration) {
+    pub(crate) fn http_answered(&self, status: u16, duration: Duration) {
         self.http_requests
             .with_label_values(&[status.to_string().as_str()])
             .inc();

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress display.
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     interval: Duration,
     last_log: Instant,
@@ -18,7 +18,7 @@ pub struct Progress {
 impl Progress {
     /// A bar over `total_bytes` when `bar` is asked for and stderr is a terminal; log lines
     /// every `interval` otherwise.
-    pub fn new(bar: bool, total_bytes: Option<u64>, interval: Duration) -> Self {
+    pub(crate) fn new(bar: bool, total_bytes: Option<u64>, interval: Duration) -> Self {
         let bar = (bar && std::io::stderr().is_terminal()).then(|| {
             let b = match total_bytes {
                 Some(n) => ProgressBar::new(n),
@@ -40,7 +40,7 @@ impl Progress {
     }
 
     /// Shows the position (`offset` bytes, `read` records, `sent` acknowledged).
-    pub fn update(&mut self, offset: u64, read: u64, sent: u64) {
+    pub(crate) fn update(&mut self, offset: u64, read: u64, sent: u64) {
         if let Some(b) = &self.bar {
             b.set_position(offset);
             b.set_message(format!("read {read} sent {sent}"));
@@ -60,7 +60,7 @@ impl Progress {
     }
 
     /// Removes the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

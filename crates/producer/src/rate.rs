@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// A token bucket.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_sec: f64,
     tokens: f64,
     last: Instant,
@@ -12,7 +12,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A bucket refilling at `per_sec` records per second (at least 1), starting full.
-    pub fn new(per_sec: u32) -> Self {
+    pub(crate) fn new(per_sec: u32) -> Self {
         let per_sec = f64::from(per_sec.max(1));
         Self {
             per_sec,
@@ -22,7 +22,7 @@ impl RateLimiter {
     }
 
     /// Takes one token at `now`; returns how long to wait first (zero when one was available).
-    pub fn take(&mut self, now: Instant) -> Duration {
+    pub(crate) fn take(&mut self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);

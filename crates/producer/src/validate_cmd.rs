@@ -11,11 +11,11 @@ use std::path::Path;
 use schema::{ReadError, RecordReader};
 
 /// Every record is valid.
-pub const EXIT_VALID: u8 = 0;
+pub(crate) const EXIT_VALID: u8 = 0;
 /// Some records are invalid (`EX_DATAERR`).
-pub const EXIT_INVALID: u8 = 65;
+pub(crate) const EXIT_INVALID: u8 = 65;
 /// The file cannot be read (`EX_NOINPUT`).
-pub const EXIT_UNREADABLE: u8 = 66;
+pub(crate) const EXIT_UNREADABLE: u8 = 66;
 
 /// The error's message without its position (printed separately).
 fn message(e: &ReadError) -> String {

@@ -5,82 +5,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::Router;
+use axum::http::StatusCode;
+use common::ingest::*;
 use common::*;
-use http_body_util::BodyExt;
-use producer::http::{router, IngestState};
-use producer::sink::Sink;
-use producer::{Metrics, ProducerConfig};
 use service::config::Secret;
-use testkit::mock::MockKafka;
-use tower::ServiceExt;
-
-struct Fixture {
-    mock: MockKafka,
-    app: Router,
-    sink: Arc<Sink>,
-}
-
-fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
-    let mock = MockKafka::new(1).unwrap();
-    mock.create_topic("logs", 3).unwrap();
-    let mut c = config(mock.bootstrap_servers(), "logs");
-    c.ingest_max_body_bytes = 64 * 1024;
-    f(&mut c);
-    let sink = Arc::new(Sink::new(&c).unwrap());
-    let state = IngestState {
-        sink: Arc::clone(&sink),
-        metrics: Arc::new(Metrics::unregistered(false)),
-        token: c.ingest_token.clone(),
-        max_body_bytes: c.ingest_max_body_bytes,
-        max_record_bytes: c.max_record_bytes,
-    };
-    Fixture {
-        mock,
-        app: router(state),
-        sink,
-    }
-}
-
-fn fixture() -> Fixture {
-    fixture_with(|_| {})
-}
-
-async fn post(
-    app: &Router,
-    body: impl Into<Body>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, serde_json::Value, Option<String>) {
-    let mut req = Request::post("/v1/logs");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, json, retry)
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_is_answered_200_after_kafka_acknowledged_with_rejections_listed() {
@@ -243,4 +175,74 @@ async fn records_that_time_out_with_the_broker_down_are_500() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{json}");
     assert_eq!(json["accepted"], 0);
     assert_eq!(json["failed"], 4);
+}
+
+/// The refusals the tower-http layers make (token, declared length, encoding) and the ones the
+/// handler makes (a chunked or decoded body over the cap) are answered in the endpoint's JSON
+/// shape and counted like any other.
+#[tokio::test]
+async fn every_refusal_is_answered_in_json_and_counted() {
+    let f = fixture_with(|c| {
+        c.ingest_token = Secret::new("s3cret");
+        c.ingest_max_body_bytes = 1024;
+    });
+    let auth = ("authorization", "bearer s3cret");
+    let errors = |reason| {
+        f.metric(
+            "ingestion_errors_total",
+            &[("stage", "http"), ("reason", reason)],
+        )
+    };
+    let answered = |status| f.metric("producer_http_requests_total", &[("status", status)]);
+
+    let (status, json, _) = post(&f.app, lines(0, 1), &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(json["accepted"], 0, "{json}");
+    assert!(json["error"].is_string(), "{json}");
+    assert_eq!(errors("unauthorized"), 1.0);
+
+    // Declared too long: refused before the body is read.
+    let big = lines(0, 100);
+    let (status, json, _) = post(&f.app, big.clone(), &[auth]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(json["error"].as_str().unwrap().contains("1024"), "{json}");
+    // No length declared: refused while reading.
+    let stream = futures::stream::iter(
+        big.into_bytes()
+            .chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let (status, json, _) = post(&f.app, Body::from_stream(stream), &[auth]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(json["error"].as_str().unwrap().contains("1024"), "{json}");
+    assert_eq!(errors("payload_too_large"), 2.0);
+
+    let (status, json, _) = post(
+        &f.app,
+        lines(0, 1),
+        &[auth, ("content-encoding", "deflate")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        json["error"].as_str().unwrap().contains("deflate"),
+        "{json}"
+    );
+    assert_eq!(errors("malformed"), 1.0);
+
+    // Encodings in any case, and x-gzip, are gzip.
+    for encoding in ["GZIP", "x-gzip"] {
+        let (status, json, _) = post(
+            &f.app,
+            gzip(lines(0, 1).as_bytes()),
+            &[auth, ("content-encoding", encoding)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{encoding}: {json}");
+    }
+    assert_eq!(answered("401"), 1.0);
+    assert_eq!(answered("413"), 2.0);
+    assert_eq!(answered("415"), 1.0);
+    assert_eq!(answered("200"), 2.0);
 }

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use producer::file::{FileOptions, Input};
 use producer::Source;
+use producer::{FileOptions, Input};
 use testkit::mock::MockKafka;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

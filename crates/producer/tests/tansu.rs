@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use producer::file::{FileOptions, Input};
 use producer::{App, Metrics, RunError, RunOptions, Source};
+use producer::{FileOptions, Input};
 use testkit::broker::{unique_name, Broker, BrokerOptions};
 
 fn logs_json() -> PathBuf {
@@ -130,10 +130,7 @@ async fn a_missing_topic_fails_start_with_one_clear_line() {
     .await
     .unwrap_err();
     assert!(
-        matches!(
-            err,
-            RunError::Sink(producer::sink::SinkError::TopicMissing(_))
-        ),
+        matches!(err, RunError::Sink(producer::SinkError::TopicMissing(_))),
         "{err}"
     );
     let text = err.to_string();
@@ -150,8 +147,8 @@ async fn create_topic_creates_the_topic_with_the_configured_partitions() {
     let topic = unique_name("created");
     let mut c = config(&broker.bootstrap_servers(), &topic);
     c.kafka_topic_partitions = 2;
-    producer::sink::ensure_topic(&c, true).await.unwrap();
-    let sink = producer::sink::Sink::new(&c).unwrap();
+    producer::ensure_topic(&c, true).await.unwrap();
+    let sink = producer::Sink::new(&c).unwrap();
     let partitions = tokio::task::spawn_blocking(move || sink.check_topic(Duration::from_secs(5)))
         .await
         .unwrap()
@@ -196,7 +193,7 @@ async fn http_ingest_on_a_real_socket_reaches_kafka_and_readyz_tells_the_truth()
         .json()
         .await
         .unwrap();
-    assert_eq!(health["version"], producer::app::VERSION);
+    assert_eq!(health["version"], producer::VERSION);
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -276,4 +273,118 @@ async fn sigterm_during_once_delivers_everything_read_and_exits_0() {
     assert!(k > 0 && k < total, "k = {k}");
     assert_exactly_once(&got, k);
     assert!(log.contains("interrupted by shutdown"), "{log}");
+}
+
+/// OTLP through a real socket into a real broker: two requests (protobuf, and gzip OTLP JSON)
+/// built with `opentelemetry-proto`, some records invalid. Every accepted record is in Kafka
+/// exactly once, with the fields the data model maps, and the rejected ones are counted in
+/// the partial success and absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_records_reach_kafka_exactly_once_with_the_mapped_fields() {
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+
+    let broker = Broker::start(BrokerOptions::memory()).await.unwrap();
+    let topic = unique_name("otlp");
+    broker.create_topic(&topic, 3).await.unwrap();
+    let app = spawn_app(config(&broker.bootstrap_servers(), &topic), Source::Http).await;
+    let url = format!("http://{}/v1/logs", app.addr.unwrap());
+    let value = |v: Value| Some(AnyValue { value: Some(v) });
+    let attribute = |key: &str, v: Value| KeyValue {
+        key: key.to_owned(),
+        value: value(v),
+        ..KeyValue::default()
+    };
+    const T0: u64 = 1_767_323_045_000_000_000;
+    // Record `seq` of `service`: severity from the seq, invalid when seq % 50 == 49.
+    let request = |service: &str, seqs: std::ops::Range<u64>| ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![attribute(
+                    "service.name",
+                    Value::StringValue(service.into()),
+                )],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: seqs
+                    .map(|seq| LogRecord {
+                        time_unix_nano: if seq % 50 == 49 { u64::MAX } else { T0 + seq },
+                        severity_number: [1, 5, 9, 13, 17, 21][(seq % 6) as usize],
+                        body: value(Value::StringValue(format!("event {seq}"))),
+                        trace_id: (seq as u128 + 1).to_be_bytes().to_vec(),
+                        attributes: vec![attribute("seq", Value::IntValue(seq as i64))],
+                        ..LogRecord::default()
+                    })
+                    .collect(),
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    };
+    let client = reqwest::Client::new();
+    let first = client
+        .post(&url)
+        .header("content-type", "application/x-protobuf")
+        .body(request("checkout", 0..300).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/x-protobuf");
+    let answer = ExportLogsServiceResponse::decode(first.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer.partial_success.unwrap().rejected_log_records, 6);
+
+    let json = serde_json::to_vec(&request("payments", 300..500)).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &json).unwrap();
+    let second = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let answer: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(
+        answer["partialSuccess"]["rejectedLogRecords"], 4,
+        "{answer}"
+    );
+
+    let accepted: Vec<u64> = (0..500).filter(|s| s % 50 != 49).collect();
+    let got = consume(
+        &broker.bootstrap_servers(),
+        &topic,
+        accepted.len(),
+        Duration::from_secs(60),
+    )
+    .await;
+    // Exactly once, by identity, and nothing else.
+    assert_exactly_once_of(&got, &accepted);
+    for m in &got {
+        let v = m.json();
+        let seq = v["seq"].as_u64().unwrap();
+        let service = if seq < 300 { "checkout" } else { "payments" };
+        let level = ["trace", "debug", "info", "warn", "error", "fatal"][(seq % 6) as usize];
+        let nanos = i64::try_from(T0 + seq).unwrap();
+        assert_eq!(m.key, service);
+        assert_eq!(v["service"], service);
+        assert_eq!(v["level"], level, "{v}");
+        assert_eq!(v["message"], format!("event {seq}"));
+        assert_eq!(
+            v["timestamp"],
+            schema::Timestamp::from_nanos(nanos).unwrap().to_rfc3339()
+        );
+        assert_eq!(v["trace_id"], format!("{:032x}", seq + 1));
+    }
+    let report = app.stop().await;
+    assert_eq!(report.undelivered, 0);
 }

@@ -4,7 +4,9 @@
 
 use thiserror::Error;
 
-use crate::record::LogRecord;
+pub use crate::record::NotCanonical;
+use crate::record::{restamp_json, LogRecord};
+use crate::timestamp::Timestamp;
 use crate::validate::{parse_record, Reason, RecordError};
 
 /// Header carrying the schema version.
@@ -51,6 +53,13 @@ pub fn key<'r>(record: &'r LogRecord<'_>) -> &'r [u8] {
 /// Appends the message value (canonical compact JSON) to `out`.
 pub fn encode_value(record: &LogRecord<'_>, out: &mut Vec<u8>) {
     record.write_json(out);
+}
+
+/// Replaces the timestamp of a value [`encode_value`] wrote, in place: the bytes become exactly
+/// what encoding the record with `timestamp` gives (a `--loop` replay re-dates records it
+/// already encoded). Refuses bytes `encode_value` did not write, leaving them unchanged.
+pub fn restamp_value(value: &mut [u8], timestamp: Timestamp) -> Result<(), NotCanonical> {
+    restamp_json(value, timestamp)
 }
 
 /// A Kafka message that is not a valid record.
@@ -154,6 +163,54 @@ mod tests {
             std::str::from_utf8(&v).unwrap(),
             r#"{"timestamp":"2026-01-02T02:04:05.500000000Z","level":"warn","service":"api","message":"m","n":{"a":1}}"#
         );
+    }
+
+    #[test]
+    fn restamping_a_value_equals_encoding_the_record_with_the_new_timestamp() {
+        let mut record = parse_record(REC).unwrap();
+        let mut value = Vec::new();
+        encode_value(&record, &mut value);
+        for nanos in [0, 1, 999_999_999, 1_767_323_045_123_456_789, i64::MAX] {
+            let ts = Timestamp::from_nanos(nanos).unwrap();
+            record.timestamp = ts;
+            let mut want = Vec::new();
+            encode_value(&record, &mut want);
+            restamp_value(&mut value, ts).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&value),
+                String::from_utf8_lossy(&want)
+            );
+        }
+    }
+
+    #[test]
+    fn the_timestamp_opens_the_value_at_a_fixed_width() {
+        // restamp_value relies on this layout: it fails here first if encode_value changes it.
+        let r = parse_record(REC).unwrap();
+        let mut v = Vec::new();
+        encode_value(&r, &mut v);
+        let text = std::str::from_utf8(&v).unwrap();
+        let stamp = r.timestamp.to_rfc3339();
+        assert_eq!(stamp.len(), Timestamp::RFC3339_LEN);
+        assert!(
+            text.starts_with(&format!("{{\"timestamp\":\"{stamp}\",")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn restamping_refuses_bytes_encode_value_did_not_write() {
+        let ts = Timestamp::from_nanos(1).unwrap();
+        for other in [
+            &br#"{"level":"info","timestamp":"2026-01-02T02:04:05.500000000Z"}"#[..],
+            br#"{"timestamp":"2026-01-02T02:04:05Z","level":"info"}"#,
+            br#"{"timestamp":"2026-01-02T02:04:05.500000000Z"#,
+            b"",
+        ] {
+            let mut v = other.to_vec();
+            assert_eq!(restamp_value(&mut v, ts), Err(NotCanonical));
+            assert_eq!(v, other, "left unchanged");
+        }
     }
 
     #[test]

@@ -159,6 +159,19 @@ enum ArrayState {
     End,
 }
 
+/// An NDJSON line read up to the end of the input without its newline, held by a reader that
+/// [holds partial lines](RecordReader::hold_partial_lines) until the rest arrives. Its bytes
+/// so far are in the reader's buffer (none once it is over the size cap).
+#[derive(Debug, Clone, Copy)]
+struct PartialLine {
+    /// Where the line starts.
+    position: Position,
+    /// Its length so far.
+    len: u64,
+    /// Over the size cap already: its bytes are dropped up to its newline.
+    too_large: bool,
+}
+
 /// The streaming record reader. Call [`RecordReader::next_record`] until it returns `None`.
 pub struct RecordReader<R> {
     inner: R,
@@ -170,6 +183,9 @@ pub struct RecordReader<R> {
     offset: u64,
     index: u64,
     finished: bool,
+    /// Keep a last line without newline for later instead of reading it as the last record.
+    hold_partial: bool,
+    partial: Option<PartialLine>,
 }
 
 impl<R: BufRead> RecordReader<R> {
@@ -190,6 +206,8 @@ impl<R: BufRead> RecordReader<R> {
             offset: 0,
             index: 0,
             finished: false,
+            hold_partial: false,
+            partial: None,
         }
     }
 
@@ -198,9 +216,28 @@ impl<R: BufRead> RecordReader<R> {
         self.format
     }
 
-    /// Bytes consumed so far (the offset just past the last record returned).
+    /// Bytes consumed from the input so far: the offset just past the last record returned, or
+    /// past a held partial line ([`RecordReader::hold_partial_lines`]).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Where the next record starts (index, line and byte offset): just past the last record
+    /// returned and any blank lines after it, or at the start of a held partial line.
+    pub fn position(&self) -> Position {
+        match &self.partial {
+            Some(p) => p.position,
+            None => self.position_now(),
+        }
+    }
+
+    /// For input that grows while it is read (a file being appended to, NDJSON only): when
+    /// `hold` is true, a last line without its newline is not read as a record; the reader keeps
+    /// it (at most the size cap in memory), returns `None` without finishing, and goes on with
+    /// it when called again after more input arrived. When `hold` is false again (the input
+    /// will not grow any more), the next call reads a held line as the last record.
+    pub fn hold_partial_lines(&mut self, hold: bool) {
+        self.hold_partial = hold;
     }
 
     /// Starts counting from a known point of the input, e.g. when resuming at a checkpoint
@@ -241,7 +278,8 @@ impl<R: BufRead> RecordReader<R> {
             match self.detect() {
                 Ok(Some(f)) => self.format = Some(f),
                 Ok(None) => {
-                    self.finished = true;
+                    // Growing input may still bring its first record.
+                    self.finished = !self.hold_partial;
                     return None;
                 }
                 Err(e) => return Some(Err(self.fatal_io(e))),
@@ -253,7 +291,7 @@ impl<R: BufRead> RecordReader<R> {
         }
     }
 
-    fn position(&self) -> Position {
+    fn position_now(&self) -> Position {
         Position {
             index: self.index,
             line: self.line,
@@ -264,7 +302,7 @@ impl<R: BufRead> RecordReader<R> {
     fn fatal_io(&mut self, source: io::Error) -> ReadError {
         self.finished = true;
         ReadError::Io {
-            position: self.position(),
+            position: self.position_now(),
             source,
         }
     }
@@ -323,10 +361,13 @@ impl<R: BufRead> RecordReader<R> {
 
     fn next_line(&mut self) -> Option<Result<RawRecord<'_>, ReadError>> {
         loop {
-            self.buf.clear();
-            let position = self.position();
-            let mut len: u64 = 0;
-            let mut too_large = false;
+            let (position, mut len, mut too_large) = match self.partial.take() {
+                Some(p) => (p.position, p.len, p.too_large),
+                None => {
+                    self.buf.clear();
+                    (self.position_now(), 0, false)
+                }
+            };
             let mut newline = false;
             loop {
                 let avail = match fill(&mut self.inner) {
@@ -356,6 +397,16 @@ impl<R: BufRead> RecordReader<R> {
                     newline = true;
                     break;
                 }
+            }
+            if !newline && self.hold_partial {
+                if len > 0 {
+                    self.partial = Some(PartialLine {
+                        position,
+                        len,
+                        too_large,
+                    });
+                }
+                return None;
             }
             if !newline && len == 0 {
                 self.finished = true;
@@ -398,7 +449,7 @@ impl<R: BufRead> RecordReader<R> {
                 Ok(n) => n,
                 Err(e) => return Some(Err(self.fatal_io(e))),
             };
-            let position = self.position();
+            let position = self.position_now();
             match (self.array, next) {
                 (ArrayState::End, None) => {
                     self.finished = true;
@@ -802,5 +853,133 @@ mod tests {
         let got = read_all(&format!("[{tricky},{R2}]"));
         assert_eq!(got[0].as_ref().unwrap().1, "}]\",[{ \"x");
         assert!(got[1].is_ok());
+    }
+
+    /// Input that grows while it is read, like a file being appended to.
+    #[derive(Clone, Default)]
+    struct Growing {
+        data: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        read: usize,
+    }
+
+    impl Growing {
+        fn append(&self, bytes: &str) {
+            self.data.borrow_mut().extend_from_slice(bytes.as_bytes());
+        }
+    }
+
+    impl io::Read for Growing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let data = self.data.borrow();
+            let n = buf.len().min(data.len() - self.read);
+            buf[..n].copy_from_slice(&data[self.read..self.read + n]);
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    fn tailing(input: &Growing, cap: usize) -> RecordReader<BufReader<Growing>> {
+        let mut r =
+            RecordReader::with_max_record_bytes(BufReader::with_capacity(16, input.clone()), cap);
+        r.resume_at(0, 1, 0);
+        r.hold_partial_lines(true);
+        r
+    }
+
+    fn message(item: Option<Result<ReadRecord<'_>, ReadError>>) -> String {
+        match item {
+            Some(Ok(r)) => r.record.message.to_string(),
+            Some(Err(e)) => panic!("{e}"),
+            None => panic!("no record"),
+        }
+    }
+
+    #[test]
+    fn a_held_partial_line_is_read_once_its_newline_arrives() {
+        let input = Growing::default();
+        input.append(&format!("{R1}\n\n{}", &R2[..30]));
+        let mut r = tailing(&input, 1 << 20);
+        assert_eq!(message(r.next_record()), "one");
+        assert!(r.next_record().is_none(), "the partial line is held");
+        let second = pos(1, 3, R1.len() as u64 + 2);
+        assert_eq!(
+            r.position(),
+            second,
+            "the next record starts at the held line"
+        );
+        assert_eq!(
+            r.offset(),
+            R1.len() as u64 + 2 + 30,
+            "its bytes are consumed"
+        );
+        assert!(r.next_record().is_none(), "still no newline");
+        input.append(&format!("{}\n", &R2[30..]));
+        match r.next_record() {
+            Some(Ok(rec)) => {
+                assert_eq!(rec.position, second);
+                assert_eq!(rec.record.message, "two");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.next_record().is_none());
+        assert_eq!(r.position(), pos(2, 4, (R1.len() + R2.len()) as u64 + 3));
+        input.append(&format!("{R1}\n"));
+        assert_eq!(
+            message(r.next_record()),
+            "one",
+            "reading goes on as the input grows"
+        );
+    }
+
+    #[test]
+    fn an_over_long_partial_line_is_reported_when_its_newline_arrives_without_being_kept() {
+        let input = Growing::default();
+        input.append(&"x".repeat(150));
+        let mut r = tailing(&input, 100);
+        assert!(r.next_record().is_none());
+        assert!(r.buf.is_empty(), "the over-long bytes are not kept");
+        input.append(&format!("{}\n{R1}\n", "y".repeat(100)));
+        match r.next_record() {
+            Some(Err(ReadError::TooLarge { position, size, .. })) => {
+                assert_eq!(position, pos(0, 1, 0));
+                assert_eq!(size, 250);
+            }
+            other => panic!("{other:?}"),
+        }
+        match r.next_record() {
+            Some(Ok(rec)) => assert_eq!(rec.position, pos(1, 2, 251)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn once_holding_stops_a_held_line_is_read_as_the_last_record() {
+        let input = Growing::default();
+        input.append(R1);
+        let mut r = tailing(&input, 1 << 20);
+        assert!(r.next_record().is_none());
+        r.hold_partial_lines(false);
+        assert_eq!(message(r.next_record()), "one");
+        assert!(r.next_record().is_none());
+
+        let input = Growing::default();
+        input.append(&R2[..30]);
+        let mut r = tailing(&input, 1 << 20);
+        assert!(r.next_record().is_none());
+        r.hold_partial_lines(false);
+        match r.next_record() {
+            Some(Err(e)) => assert!(e.is_fatal() && e.position() == pos(0, 1, 0), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_holding_reader_of_empty_input_waits_for_its_first_record() {
+        let input = Growing::default();
+        let mut r = RecordReader::new(BufReader::new(input.clone()));
+        r.hold_partial_lines(true);
+        assert!(r.next_record().is_none());
+        input.append(&format!("{R1}\n"));
+        assert_eq!(message(r.next_record()), "one");
     }
 }

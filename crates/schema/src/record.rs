@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::value::RawValue;
+use thiserror::Error;
 
 use crate::timestamp::Timestamp;
 
@@ -169,7 +170,7 @@ impl<'a> LogRecord<'a> {
     /// The form is deterministic (same record → same bytes), which keeps Loki's dedupe of
     /// replays working.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(JSON_TIMESTAMP_PREFIX);
         self.timestamp.write_rfc3339(out);
         out.extend_from_slice(b"\",\"level\":\"");
         out.extend_from_slice(self.level.as_str().as_bytes());
@@ -193,6 +194,35 @@ impl<'a> LogRecord<'a> {
         // write_json only appends valid UTF-8 (escaped strings and validated raw JSON).
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What [`LogRecord::write_json`] writes before the timestamp, which always takes
+/// [`Timestamp::RFC3339_LEN`] bytes after it.
+const JSON_TIMESTAMP_PREFIX: &[u8] = b"{\"timestamp\":\"";
+
+/// Bytes that are not the canonical JSON form of a record ([`restamp_json`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("not a record's canonical JSON form: no `{{\"timestamp\":\"` with a {len}-byte RFC 3339 value at its start", len = Timestamp::RFC3339_LEN)]
+pub struct NotCanonical;
+
+/// Replaces the timestamp of a record's canonical JSON form ([`LogRecord::write_json`]) in
+/// place with `timestamp`: the bytes become exactly what writing the record with that timestamp
+/// gives. The timestamp sits at a fixed place of the form (first, fixed width), so nothing
+/// moves. Refuses (and leaves `json` unchanged) bytes that do not start the way `write_json`
+/// starts a record.
+pub fn restamp_json(json: &mut [u8], timestamp: Timestamp) -> Result<(), NotCanonical> {
+    let start = JSON_TIMESTAMP_PREFIX.len();
+    let end = start + Timestamp::RFC3339_LEN;
+    let canonical = json.starts_with(JSON_TIMESTAMP_PREFIX)
+        && json.get(start..end).is_some_and(Timestamp::is_rfc3339_form)
+        && json.get(end) == Some(&b'"');
+    if !canonical {
+        return Err(NotCanonical);
+    }
+    let mut stamp = [0u8; Timestamp::RFC3339_LEN];
+    timestamp.write_rfc3339_into(&mut stamp);
+    json[start..end].copy_from_slice(&stamp);
+    Ok(())
 }
 
 /// Index of the first byte that JSON requires escaped (`"`, `\\`, or below 0x20), scanning
@@ -221,7 +251,7 @@ fn first_escape(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Appends `s` as a JSON string literal (quotes and escapes) to `out`.
-pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let Some(first) = first_escape(bytes) else {

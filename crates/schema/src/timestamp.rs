@@ -36,9 +36,16 @@ impl TimestampError {
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
+/// The form [`Timestamp::write_rfc3339`] fills in: a `0` stands for a digit.
+const RFC3339_FORM: &[u8; Timestamp::RFC3339_LEN] = b"0000-00-00T00:00:00.000000000Z";
+
 impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Self = Self(0);
+
+    /// Length in bytes of the RFC 3339 form [`Timestamp::write_rfc3339`] writes (always the
+    /// same: every representable timestamp falls in years 1970 to 2262).
+    pub const RFC3339_LEN: usize = 30;
 
     /// A timestamp from nanoseconds since the epoch; negative values are out of range.
     pub fn from_nanos(nanos: i64) -> Result<Self, TimestampError> {
@@ -224,12 +231,20 @@ impl Timestamp {
     /// Appends the RFC 3339 UTC form with nine fraction digits, e.g.
     /// `2026-11-26T06:16:18.123456789Z`, to `out`.
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; Self::RFC3339_LEN];
+        self.write_rfc3339_into(&mut buf);
+        out.extend_from_slice(&buf);
+    }
+
+    /// Writes the form of [`Timestamp::write_rfc3339`] into `buf`; it always takes exactly
+    /// [`Timestamp::RFC3339_LEN`] bytes.
+    pub fn write_rfc3339_into(self, buf: &mut [u8; Self::RFC3339_LEN]) {
         let secs = self.0.div_euclid(NANOS_PER_SEC);
         let nanos = self.0.rem_euclid(NANOS_PER_SEC);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+        *buf = *RFC3339_FORM;
         put(&mut buf[0..4], y as u64);
         put(&mut buf[5..7], u64::from(m));
         put(&mut buf[8..10], u64::from(d));
@@ -237,7 +252,16 @@ impl Timestamp {
         put(&mut buf[14..16], ((sod / 60) % 60) as u64);
         put(&mut buf[17..19], (sod % 60) as u64);
         put(&mut buf[20..29], nanos as u64);
-        out.extend_from_slice(&buf);
+    }
+
+    /// True when `bytes` have the shape [`Timestamp::write_rfc3339`] writes
+    /// (`YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ`, digits where digits go).
+    pub fn is_rfc3339_form(bytes: &[u8]) -> bool {
+        bytes.len() == RFC3339_FORM.len()
+            && bytes.iter().zip(RFC3339_FORM).all(|(&b, &f)| match f {
+                b'0' => b.is_ascii_digit(),
+                _ => b == f,
+            })
     }
 
     /// The RFC 3339 UTC form as a `String`.

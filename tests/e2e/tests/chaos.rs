@@ -320,7 +320,7 @@ fn lines_before(path: &Path, offset: u64) -> usize {
 /// next checkpoint write (the producer writes it at most 100 ms after the acknowledgements
 /// advanced it) leaves records after the checkpoint in Kafka; the restart finds them from the
 /// partitions' offsets the checkpoint carries and does not send them again
-/// (crates/producer/src/resume.rs). So Kafka holds every record exactly once and Loki shows
+/// (crates/producer/src/follow/resume.rs). So Kafka holds every record exactly once and Loki shows
 /// every record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_following_producer_killed_while_its_file_grows_resumes_at_its_checkpoint() {

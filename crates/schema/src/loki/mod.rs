@@ -11,6 +11,7 @@ pub mod label_text;
 pub mod limits;
 pub mod metadata;
 pub mod proto;
+pub mod tenant;
 
 use std::collections::HashMap;
 

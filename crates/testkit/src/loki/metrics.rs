@@ -41,6 +41,7 @@ pub(crate) struct Metrics {
     duplicates: IntCounter,
     accepted: IntCounter,
     stored: IntGauge,
+    multi_stream_pushes: IntCounter,
 }
 
 impl Metrics {
@@ -84,6 +85,11 @@ impl Metrics {
             "Entries that passed every check (stored, duplicate, or counted in count-only mode).",
         )?;
         let stored = IntGauge::new("loki_receiver_entries_stored", "Entries held in memory.")?;
+        let multi_stream_pushes = IntCounter::new(
+            "loki_receiver_multi_stream_pushes_total",
+            "Decodable pushes carrying more than one stream (Loki answers those with the result \
+             of the last stream only, which can hide an earlier stream's rejection behind a 204).",
+        )?;
         registry.register(Box::new(lines_received.clone()))?;
         registry.register(Box::new(bytes_received.clone()))?;
         registry.register(Box::new(discarded.clone()))?;
@@ -91,6 +97,7 @@ impl Metrics {
         registry.register(Box::new(duplicates.clone()))?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(stored.clone()))?;
+        registry.register(Box::new(multi_stream_pushes.clone()))?;
         let metrics = Self {
             registry,
             lines_received,
@@ -100,6 +107,7 @@ impl Metrics {
             duplicates,
             accepted,
             stored,
+            multi_stream_pushes,
         };
         metrics.init_statuses();
         Ok(metrics)
@@ -120,8 +128,11 @@ impl Metrics {
         }
     }
 
-    /// Counts the entries of a decoded push.
-    pub(crate) fn received(&self, tenant: &str, lines: u64, bytes: u64) {
+    /// Counts the entries of a decoded push of `streams` streams.
+    pub(crate) fn received(&self, tenant: &str, streams: usize, lines: u64, bytes: u64) {
+        if streams > 1 {
+            self.multi_stream_pushes.inc();
+        }
         self.lines_received
             .with_label_values(&[tenant])
             .inc_by(lines);
@@ -161,6 +172,7 @@ impl Metrics {
         self.requests.reset();
         self.duplicates.reset();
         self.accepted.reset();
+        self.multi_stream_pushes.reset();
         self.stored.set(0);
         self.init_statuses();
         for tenant in tenants {
@@ -185,6 +197,7 @@ impl Metrics {
             discarded: sum_by(&self.discarded, Some("reason")),
             requests: sum_by(&self.requests, Some("status")),
             duplicates: self.duplicates.get(),
+            multi_stream_pushes: self.multi_stream_pushes.get(),
         }
     }
 }
@@ -228,6 +241,9 @@ pub struct Stats {
     pub requests: BTreeMap<String, u64>,
     /// Accepted entries dropped as exact duplicates.
     pub duplicates: u64,
+    /// Decodable pushes that carried more than one stream.
+    #[serde(default)]
+    pub multi_stream_pushes: u64,
 }
 
 impl Stats {
@@ -255,8 +271,8 @@ mod tests {
     fn stats_sum_series_over_tenants() {
         let m = Metrics::new().unwrap();
         m.tenant_seen("a");
-        m.received("a", 3, 30);
-        m.received("b", 2, 20);
+        m.received("a", 1, 3, 30);
+        m.received("b", 2, 2, 20);
         let mut counts = DiscardCounts::default();
         counts.add(Discard::LineTooLong, 2);
         m.discarded("a", &counts);
@@ -276,16 +292,18 @@ mod tests {
             (s.entries_accepted, s.duplicates, s.entries_stored),
             (3, 1, 2)
         );
+        assert_eq!(s.multi_stream_pushes, 1, "only b's push had two streams");
     }
 
     #[test]
     fn reset_zeroes_everything_and_keeps_series() {
         let m = Metrics::new().unwrap();
-        m.received("fake", 3, 30);
+        m.received("fake", 2, 3, 30);
         m.request("400");
         m.reset(["fake"]);
         let s = m.stats();
         assert_eq!(s.lines_received, 0);
+        assert_eq!(s.multi_stream_pushes, 0);
         assert_eq!(s.requests_with(400), 0);
         assert!(m
             .encode()

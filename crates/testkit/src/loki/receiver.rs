@@ -219,7 +219,8 @@ impl Receiver {
             .iter()
             .flat_map(|s| &s.entries)
             .fold((0u64, 0u64), |(l, b), e| (l + 1, b + e.line.len() as u64));
-        self.metrics.received(tenant, lines, bytes);
+        self.metrics
+            .received(tenant, push.streams.len(), lines, bytes);
         self.metrics.tenant_seen(tenant);
         let mut discards = DiscardCounts::default();
 

@@ -3,13 +3,11 @@
 //! Loki (dskit) checks them.
 
 use axum::http::HeaderMap;
+use schema::loki::tenant::{check_tenant_id, is_supported_tenant_char, TenantIdError};
 use thiserror::Error;
 
 /// The tenant of every request when auth is off, as in Loki.
 pub const FAKE_TENANT: &str = "fake";
-
-/// Loki's longest tenant ID.
-const MAX_TENANT_ID_LENGTH: usize = 150;
 
 /// A request without a usable tenant.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -63,33 +61,26 @@ pub(crate) fn tenant(headers: &HeaderMap, auth_enabled: bool) -> Result<&str, Te
                 .get("x-scope-orgid")
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default();
-            let character = raw.chars().find(|c| !supported(*c)).unwrap_or('?');
+            let character = raw
+                .chars()
+                .find(|c| !is_supported_tenant_char(*c))
+                .unwrap_or('?');
             return Err(TenantError::Unsupported {
                 tenant: raw,
                 character,
             });
         }
     };
-    if id.contains('|') {
-        return Err(TenantError::Multiple);
-    }
-    if let Some(character) = id.chars().find(|c| !supported(*c)) {
-        return Err(TenantError::Unsupported {
-            tenant: id.to_owned(),
-            character,
-        });
-    }
-    if id.len() > MAX_TENANT_ID_LENGTH {
-        return Err(TenantError::TooLong);
-    }
-    if id == "." || id == ".." {
-        return Err(TenantError::Unsafe);
-    }
+    check_tenant_id(id).map_err(|e| match e {
+        TenantIdError::Empty => TenantError::NoOrgId,
+        TenantIdError::Multiple => TenantError::Multiple,
+        TenantIdError::Unsupported { tenant, character } => {
+            TenantError::Unsupported { tenant, character }
+        }
+        TenantIdError::TooLong => TenantError::TooLong,
+        TenantIdError::Unsafe => TenantError::Unsafe,
+    })?;
     Ok(id)
-}
-
-fn supported(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '!' | '-' | '_' | '.' | '*' | '\'' | '(' | ')')
 }
 
 #[cfg(test)]

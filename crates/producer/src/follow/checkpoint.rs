@@ -7,9 +7,9 @@
 //! It may lag behind the acknowledgements, though: `--follow` writes it as they advance it, while
 //! reading at most every 100 ms (or every 10,000 acknowledged records), while waiting for the
 //! file to grow as soon as they come in, and at shutdown
-//! ([`crate::follow::CHECKPOINT_INTERVAL`]), never once per record. After a SIGKILL the records
+//! ([`CHECKPOINT_INTERVAL`](super::committer::CHECKPOINT_INTERVAL)), never once per record. After a SIGKILL the records
 //! after the last write are read again, and those Kafka already stored (found from the
-//! partitions' offsets the checkpoint carries, [`crate::resume`]) are not sent again; after
+//! partitions' offsets the checkpoint carries, [`resume`](super::resume)) are not sent again; after
 //! SIGTERM/SIGINT nothing is read again.
 
 use std::fs::File;
@@ -22,7 +22,7 @@ use thiserror::Error;
 
 /// Bytes at the start of a file that its fingerprint covers (fewer when the checkpointed offset
 /// is smaller).
-pub const FINGERPRINT_BYTES: u64 = 256;
+pub(crate) const FINGERPRINT_BYTES: u64 = 256;
 
 /// A checkpoint that cannot be read or written.
 #[derive(Debug, Error)]
@@ -84,10 +84,10 @@ pub struct Checkpoint {
     pub fingerprint: String,
     /// Per partition of the topic, an offset at or before the first message of any record
     /// after `offset`: where a restart after a crash looks for records Kafka stored after this
-    /// checkpoint was written ([`crate::resume`]). Empty in checkpoints of earlier versions
+    /// checkpoint was written (`follow::resume`). Empty in checkpoints of earlier versions
     /// (which then resume at-least-once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kafka_from: Vec<crate::resume::PartitionOffset>,
+    pub kafka_from: Vec<super::resume::PartitionOffset>,
 }
 
 impl Checkpoint {
@@ -101,7 +101,13 @@ impl Checkpoint {
 
     /// A checkpoint for `file` (identity `id`) at `offset`/`line`/`index`, fingerprinting the
     /// file's leading bytes.
-    pub fn at(file: &File, id: FileId, offset: u64, line: u64, index: u64) -> io::Result<Self> {
+    pub(crate) fn at(
+        file: &File,
+        id: FileId,
+        offset: u64,
+        line: u64,
+        index: u64,
+    ) -> io::Result<Self> {
         let len = offset.min(FINGERPRINT_BYTES);
         let fingerprint = fingerprint(file, len)?.unwrap_or_default();
         Ok(Self {
@@ -117,14 +123,14 @@ impl Checkpoint {
     }
 
     /// The same checkpoint with the partitions' offsets of [`Checkpoint::kafka_from`].
-    pub fn with_kafka_from(mut self, offsets: &[crate::resume::PartitionOffset]) -> Self {
+    pub(crate) fn with_kafka_from(mut self, offsets: &[super::resume::PartitionOffset]) -> Self {
         self.kafka_from = offsets.to_vec();
         self
     }
 
     /// True when `file`'s leading bytes still match the fingerprint (it was not replaced by a
     /// file that reused the inode, nor truncated and rewritten).
-    pub fn matches(&self, file: &File) -> bool {
+    pub(crate) fn matches(&self, file: &File) -> bool {
         fingerprint(file, self.fingerprint_len)
             .ok()
             .flatten()
@@ -153,7 +159,7 @@ impl Checkpoint {
 
     /// Writes the checkpoint to `path` atomically: a temporary file next to it, synced, then
     /// renamed over it. One synced write: callers throttle how often they store.
-    pub fn store(&self, path: &Path) -> Result<(), CheckpointError> {
+    pub(crate) fn store(&self, path: &Path) -> Result<(), CheckpointError> {
         let io_err = |source| CheckpointError::Io {
             path: path.to_owned(),
             source,
@@ -217,7 +223,7 @@ mod tests {
         std::fs::write(&data, "line one\n").unwrap();
         let f = File::open(&data).unwrap();
         let id = FileId::of(&f.metadata().unwrap());
-        let offsets = [crate::resume::PartitionOffset {
+        let offsets = [super::super::resume::PartitionOffset {
             partition: 2,
             offset: 41,
         }];

@@ -1,7 +1,7 @@
 //! `--follow` restarts after a crash without sending again what Kafka already stored.
 //!
 //! The checkpoint lags behind Kafka's acknowledgements (it is written at most every
-//! [`crate::follow::CHECKPOINT_INTERVAL`]), and records in flight at a SIGKILL may be stored
+//! [`CHECKPOINT_INTERVAL`](super::committer::CHECKPOINT_INTERVAL)), and records in flight at a SIGKILL may be stored
 //! without ever being acknowledged. So the checkpoint also carries, per partition, an offset at
 //! or before the first message of any record after it: the topic's high watermarks as read
 //! (by [`Watermarks`], in the background) before the records after the checkpoint were sent. A
@@ -33,17 +33,17 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-use crate::sink::SinkError;
+use crate::kafka::SinkError;
 
 /// Messages read from the topic's tail at most; beyond, the restart sends everything after the
 /// checkpoint again (the tail is then not the second or so of traffic it should be).
-pub const MAX_TAIL_MESSAGES: usize = 1_000_000;
+pub(crate) const MAX_TAIL_MESSAGES: usize = 1_000_000;
 
 /// Bytes of keys and values held from the tail at most (the producer's memory), likewise.
-pub const MAX_TAIL_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_TAIL_BYTES: usize = 32 * 1024 * 1024;
 
 /// How often [`Watermarks`] reads the high watermarks.
-pub const WATERMARK_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const WATERMARK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Bound on one metadata or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +59,7 @@ pub struct PartitionOffset {
 
 /// Reading the topic's tail failed; the restart sends everything after the checkpoint.
 #[derive(Debug, Error)]
-pub enum ResumeError {
+pub(crate) enum ResumeError {
     /// Kafka could not be asked.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
@@ -76,7 +76,7 @@ pub enum ResumeError {
 /// The latest high watermarks of the topic, read every [`WATERMARK_INTERVAL`] on a thread of its
 /// own. Each snapshot was read before it is handed out, so the offsets are at or before the
 /// first message of anything sent afterwards.
-pub struct Watermarks {
+pub(crate) struct Watermarks {
     latest: Arc<Mutex<Arc<Vec<PartitionOffset>>>>,
     stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
@@ -94,7 +94,7 @@ impl Watermarks {
     /// Reads the watermarks once, then keeps them fresh until dropped. Without a first
     /// snapshot (Kafka unreachable, topic unknown) the checkpoints carry no offsets until one
     /// succeeds.
-    pub fn start(client: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
+    pub(crate) fn start(client: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
         let consumer: BaseConsumer = client.create()?;
         let servers = client
             .get("bootstrap.servers")
@@ -138,7 +138,7 @@ impl Watermarks {
     }
 
     /// The latest snapshot (empty when none was read yet).
-    pub fn latest(&self) -> Arc<Vec<PartitionOffset>> {
+    pub(crate) fn latest(&self) -> Arc<Vec<PartitionOffset>> {
         Arc::clone(&self.latest.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
@@ -160,7 +160,7 @@ fn read_watermarks(
     topic: &str,
     servers: &str,
 ) -> Result<Vec<PartitionOffset>, SinkError> {
-    crate::sink::partition_ids(consumer.client(), topic, servers, REQUEST_TIMEOUT)?
+    crate::kafka::topic::partition_ids(consumer.client(), topic, servers, REQUEST_TIMEOUT)?
         .into_iter()
         .map(|partition| {
             let (_, high) = consumer
@@ -179,7 +179,7 @@ fn read_watermarks(
 
 /// The messages Kafka stored after a checkpoint, by key, to skip the records they came from.
 #[derive(Debug, Default)]
-pub struct AlreadySent {
+pub(crate) struct AlreadySent {
     /// Values per key, in the order Kafka stored them.
     by_key: HashMap<Vec<u8>, VecDeque<Vec<u8>>>,
     /// Keys with a record that was not found: nothing after it is skipped.
@@ -194,7 +194,7 @@ impl AlreadySent {
     /// Reads the partitions from `from` to their end. `in_flight_max` (the producer's queue
     /// bound) bounds how many records after the checkpoint can have been in flight, so how far
     /// into the input a stored message can be found.
-    pub fn read(
+    pub(crate) fn read(
         client: &ClientConfig,
         topic: &str,
         from: &[PartitionOffset],
@@ -243,7 +243,7 @@ impl AlreadySent {
     }
 
     /// From the stored messages (key, value) in partition order.
-    pub fn from_messages(messages: Vec<(Vec<u8>, Vec<u8>)>, in_flight_max: u64) -> Self {
+    pub(crate) fn from_messages(messages: Vec<(Vec<u8>, Vec<u8>)>, in_flight_max: u64) -> Self {
         let budget = messages.len() as u64 + in_flight_max;
         let mut by_key: HashMap<Vec<u8>, VecDeque<Vec<u8>>> = HashMap::new();
         for (key, value) in messages {
@@ -259,7 +259,7 @@ impl AlreadySent {
 
     /// True when the next record after the checkpoint with this key and value is already in
     /// Kafka: do not send it again.
-    pub fn take(&mut self, key: &[u8], value: &[u8]) -> bool {
+    pub(crate) fn take(&mut self, key: &[u8], value: &[u8]) -> bool {
         self.budget = self.budget.saturating_sub(1);
         if self.diverged.contains(key) {
             return false;
@@ -287,12 +287,12 @@ impl AlreadySent {
 
     /// True when no later record can be found any more: every stored message was matched or
     /// passed over, or more records were looked at than can have been in flight.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.by_key.is_empty() || self.budget == 0
     }
 
     /// Records skipped so far.
-    pub fn skipped(&self) -> u64 {
+    pub(crate) fn skipped(&self) -> u64 {
         self.skipped
     }
 }
