@@ -297,8 +297,8 @@ impl LokiClient {
         (outcome, Some(status), started.elapsed())
     }
 
-    /// A GET of `path` under Loki's base URL with the pushes' tenant and credentials (the
-    /// audit's queries, `crate::audit::query`).
+    /// A GET of `path` under Loki's base URL with the pushes' credentials (the audit's
+    /// queries, `crate::audit::query`, which name the tenant).
     pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
         let mut u = self.base.clone();
         let p = format!("{}{}", u.path().trim_end_matches('/'), path);

@@ -23,6 +23,8 @@ struct Pipeline {
     env: Env,
     loki: LokiHandle,
     consumer: ServiceProcess,
+    /// Settings beyond the common ones (tenants).
+    extra: Vec<(&'static str, String)>,
     /// Holds the consumer's log folder.
     _logs: tempfile::TempDir,
     /// Messages produced so far.
@@ -31,22 +33,34 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start() -> Self {
+        Self::start_with(open_receiver_config(), Vec::new()).await
+    }
+
+    async fn start_with(
+        loki: testkit::loki::LokiConfig,
+        extra: Vec<(&'static str, String)>,
+    ) -> Self {
         let env = Env::new(3).await;
-        let loki = receiver(open_receiver_config()).await;
+        let loki = receiver(loki).await;
         let logs = tempfile::tempdir().expect("log folder");
-        let consumer = start_consumer(
-            "consumer",
-            vars(&Self::consumer_vars(&env, &loki)),
-            logs.path(),
-        )
-        .await;
+        let mut v = Self::consumer_vars(&env, &loki);
+        v.extend(extra.iter().cloned());
+        let consumer = start_consumer("consumer", vars(&v), logs.path()).await;
         Self {
             env,
             loki,
             consumer,
+            extra,
             _logs: logs,
             produced: 0,
         }
+    }
+
+    /// The settings of the consumer and of its audits.
+    fn settings(&self) -> Vec<(String, String)> {
+        let mut v = Self::consumer_vars(&self.env, &self.loki);
+        v.extend(self.extra.iter().cloned());
+        vars(&v)
     }
 
     fn consumer_vars(env: &Env, loki: &LokiHandle) -> Vec<(&'static str, String)> {
@@ -97,19 +111,29 @@ impl Pipeline {
 
     /// Waits until the consumer committed everything produced and Loki holds `entries`.
     async fn delivered(&self, entries: usize) {
+        self.delivered_to(&[FAKE_TENANT], entries).await;
+    }
+
+    /// Waits until the consumer committed everything produced and `tenants` hold `entries`.
+    async fn delivered_to(&self, tenants: &[&str], entries: usize) {
+        let held = || {
+            tenants
+                .iter()
+                .map(|t| self.loki.entries(t).len())
+                .sum::<usize>()
+        };
         assert!(
             wait_until(Duration::from_secs(90), || async {
-                self.committed_sum().await == self.produced
-                    && self.loki.entries(FAKE_TENANT).len() >= entries
+                self.committed_sum().await == self.produced && held() >= entries
             })
             .await,
             "delivered: committed {} of {}, Loki holds {} of {entries}\n{}",
             self.committed_sum().await,
             self.produced,
-            self.loki.entries(FAKE_TENANT).len(),
+            held(),
             self.consumer.log_tail(30)
         );
-        assert_eq!(self.loki.entries(FAKE_TENANT).len(), entries);
+        assert_eq!(held(), entries);
     }
 
     /// `consumer audit ARGS --format json` with the consumer's settings.
@@ -117,12 +141,7 @@ impl Pipeline {
         let mut all = vec!["audit"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--format", "json", "--max-queries-per-second", "50"]);
-        let finished = run_consumer(
-            &all,
-            &vars(&Self::consumer_vars(&self.env, &self.loki)),
-            Duration::from_secs(120),
-        )
-        .await;
+        let finished = run_consumer(&all, &self.settings(), Duration::from_secs(120)).await;
         let value = if finished.stdout.trim().is_empty() {
             Value::Null
         } else {
@@ -290,7 +309,7 @@ async fn a_delivered_topic_audits_clean_with_dead_letters_duplicates_and_shared_
     assert_eq!(total(&r, "missing"), 0);
     let text = run_consumer(
         &["audit", "--since", "30m"],
-        &vars(&Pipeline::consumer_vars(&p.env, &p.loki)),
+        &p.settings(),
         Duration::from_secs(120),
     )
     .await;
@@ -430,7 +449,7 @@ async fn entries_lost_by_loki_are_found_exactly_and_the_audit_exits_non_zero() {
     // The text report says the same for people.
     let text = run_consumer(
         &["audit", "--since", "1h"],
-        &vars(&Pipeline::consumer_vars(&p.env, &p.loki)),
+        &p.settings(),
         Duration::from_secs(120),
     )
     .await;
@@ -444,5 +463,79 @@ async fn entries_lost_by_loki_are_found_exactly_and_the_audit_exits_non_zero() {
         text.stdout.contains("missing (first 4 of 4)"),
         "{}",
         text.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_record_is_looked_for_in_its_own_tenant() {
+    let mut loki = open_receiver_config();
+    loki.auth_enabled = true;
+    let mut p = Pipeline::start_with(
+        loki,
+        vec![
+            ("LOKI_TENANT_FIELD", "team".into()),
+            ("LOKI_TENANT_ID", "shared".into()),
+        ],
+    )
+    .await;
+    let now = now_ns();
+    let with_team = |i: i64, team: Option<&str>| {
+        let mut v: Value = serde_json::from_str(&line(
+            now - 60 * SEC + i * 1_000_000,
+            "svc-t",
+            "info",
+            &format!("tenant record {i}"),
+        ))
+        .unwrap();
+        if let Some(team) = team {
+            v["team"] = Value::from(team);
+        }
+        schema::parse_record(&v.to_string()).unwrap().to_json()
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for i in 0..30 {
+        let team = match i % 3 {
+            0 => Some("team-a"),
+            1 => Some("team-b"),
+            _ => None,
+        };
+        lines.push(with_team(i, team));
+    }
+    // A tenant Loki refuses sends its record to the dead-letter topic.
+    lines.push(with_team(99, Some("bad/team")));
+    p.produce(&lines).await;
+    p.delivered_to(&["team-a", "team-b", "shared"], 30).await;
+
+    let (f, r) = p.audit(&["--since", "1h"]).await;
+    assert_eq!(exit_code(&f), Some(0), "{}\n{}", f.stdout, f.stderr);
+    assert_eq!(total(&r, "in_loki"), 30);
+    assert_eq!(total(&r, "in_dlq"), 1);
+    assert_eq!(r["streams"]["(tenant refused)"]["in_dlq"], 1);
+    for tenant in ["team-a", "team-b", "shared"] {
+        let in_loki: i64 = r["streams"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("[{tenant}] ")))
+            .map(|(_, v)| v["in_loki"].as_i64().unwrap())
+            .sum();
+        assert_eq!(in_loki, 10, "{tenant}: {r}");
+    }
+
+    // team-b loses one entry: exactly that one is missing, in team-b's stream.
+    let lost = &lines[4];
+    let ts = schema::parse_record(lost).unwrap().timestamp.as_nanos();
+    assert_eq!(p.loki.remove_entries("team-b", &[(ts, lost.clone())]), 1);
+    let (f, r) = p.audit(&["--since", "1h"]).await;
+    assert_eq!(exit_code(&f), Some(3), "{}\n{}", f.stdout, f.stderr);
+    assert_eq!(total(&r, "missing"), 1);
+    let m = &r["missing_sample"][0];
+    assert!(
+        m["stream"].as_str().unwrap().starts_with("[team-b] "),
+        "{m}"
+    );
+    assert!(
+        lost.starts_with(m["line"].as_str().unwrap().trim_end_matches('…')),
+        "{m}"
     );
 }

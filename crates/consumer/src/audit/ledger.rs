@@ -1,7 +1,8 @@
 //! The Kafka side of an audit: every audited message of the main topic under the identity Loki
-//! gives its entry — the line the consumer pushes and the record's timestamp (the line holds
-//! the fields the stream labels come from, so it fixes the stream too) — plus the dead letters
-//! that name them, and at the end the classification of each message.
+//! gives its entry — its tenant, the line the consumer pushes and the record's timestamp (the
+//! line holds the fields the stream labels come from, so it fixes the stream too) — plus the
+//! dead letters that name them, and at the end the classification of each message. Tenants and
+//! stream labels come from the consumer's own rules (`crate::tenants`, the label policy).
 //!
 //! Two messages with the same line and timestamp are one entry in Loki (it drops exact
 //! duplicates): the first is counted where the entry is, the others as duplicates. Memory is
@@ -20,15 +21,19 @@ use serde::Serialize;
 
 use crate::config::{ConsumerConfig, OversizeLines};
 use crate::intake::truncate_line;
+use crate::tenants::Tenants;
 
 /// The stream shown for messages that are not records (they can only be in the DLQ).
 pub(crate) const NOT_A_RECORD: &str = "(not a record)";
 
-/// The identity of a Loki entry: its timestamp and line, hashed to 128 bits.
-pub(crate) fn identity(ts: i64, line: &str) -> u128 {
+/// The stream shown for records whose tenant Loki would refuse (they can only be in the DLQ).
+pub(crate) const NO_VALID_TENANT: &str = "(tenant refused)";
+
+/// The identity of a Loki entry: its tenant, timestamp and line, hashed to 128 bits.
+pub(crate) fn identity(tenant: &str, ts: i64, line: &str) -> u128 {
     let half = |salt: u8| {
         let mut h = DefaultHasher::new();
-        (salt, ts, line).hash(&mut h);
+        (salt, tenant, ts, line).hash(&mut h);
         h.finish()
     };
     (u128::from(half(1)) << 64) | u128::from(half(2))
@@ -43,7 +48,7 @@ struct Audited {
     ts: i64,
     /// Its identity (0 for a message that is not a record).
     key: u128,
-    /// Index into the streams.
+    /// Index into the streams (which carry the tenant).
     stream: u32,
 }
 
@@ -128,15 +133,29 @@ pub(crate) struct Visibility {
     pub(crate) crowded: HashSet<(u32, i64)>,
 }
 
+/// A stream of one tenant.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamKey {
+    /// The tenant (`X-Scope-OrgID`; empty: none).
+    pub(crate) tenant: String,
+    /// The stream's labels (empty for the pseudo-streams of messages that cannot be in Loki).
+    pub(crate) labels: LabelSet,
+}
+
 /// The audited messages.
 #[derive(Debug)]
 pub(crate) struct Ledger {
     policy: LabelPolicy,
+    tenants: Tenants,
+    /// The fixed tenant (`loki_tenant_id`), where records without a tenant field value go.
+    default_tenant: String,
+    /// Whether tenants are named in reports (a tenant field, or a fixed tenant, is set).
+    show_tenants: bool,
     max_line_size: usize,
     oversize: OversizeLines,
     audited: Vec<Audited>,
     keys: HashMap<u128, KeyState>,
-    streams: Vec<LabelSet>,
+    streams: Vec<StreamKey>,
     stream_text: Vec<String>,
     stream_ids: HashMap<String, u32>,
     /// (partition, offset) of audited messages some dead letter names.
@@ -159,6 +178,10 @@ impl Ledger {
     pub(crate) fn new(config: &ConsumerConfig) -> Self {
         Self {
             policy: config.label_policy(),
+            tenants: Tenants::new(config),
+            default_tenant: config.loki_tenant_id.trim().to_owned(),
+            show_tenants: !config.loki_tenant_field.trim().is_empty()
+                || !config.loki_tenant_id.trim().is_empty(),
             max_line_size: config.loki_max_line_size,
             oversize: config.oversize_lines,
             audited: Vec::new(),
@@ -241,11 +264,18 @@ impl Ledger {
             Some((record, line)) => {
                 let ts = record.timestamp.as_nanos();
                 if keep(Some(ts)) {
-                    let line = self.loki_line(line);
-                    let key = identity(ts, &line);
-                    let labels = self.policy.labels_for(&record);
-                    let stream = self.intern(labels);
-                    self.keys.entry(key).or_default();
+                    let tenant = self.tenants.of(&record).map(|t| t.name.to_string()).ok();
+                    let (key, stream) = match tenant {
+                        Some(tenant) => {
+                            let line = self.loki_line(line);
+                            let key = identity(&tenant, ts, &line);
+                            let labels = self.policy.labels_for(&record);
+                            self.keys.entry(key).or_default();
+                            (key, self.intern(StreamKey { tenant, labels }))
+                        }
+                        // The consumer dead-letters it (`invalid_tenant`).
+                        None => (0, self.intern_text(NO_VALID_TENANT)),
+                    };
                     self.audited.push(Audited {
                         partition: m.partition(),
                         offset: m.offset(),
@@ -272,37 +302,62 @@ impl Ledger {
         }
     }
 
-    fn intern(&mut self, labels: LabelSet) -> u32 {
-        let text = labels.to_string();
+    fn intern(&mut self, key: StreamKey) -> u32 {
+        let text = if self.show_tenants {
+            format!("[{}] {}", key.tenant, key.labels)
+        } else {
+            key.labels.to_string()
+        };
+        self.intern_as(text, key)
+    }
+
+    fn intern_text(&mut self, text: &str) -> u32 {
+        self.intern_as(
+            text.to_owned(),
+            StreamKey {
+                tenant: String::new(),
+                labels: LabelSet::default(),
+            },
+        )
+    }
+
+    fn intern_as(&mut self, text: String, key: StreamKey) -> u32 {
         if let Some(&id) = self.stream_ids.get(&text) {
             return id;
         }
         let id = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
         self.stream_ids.insert(text.clone(), id);
         self.stream_text.push(text);
-        self.streams.push(labels);
+        self.streams.push(key);
         id
     }
 
-    fn intern_text(&mut self, text: &str) -> u32 {
-        if let Some(&id) = self.stream_ids.get(text) {
-            return id;
-        }
-        let id = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
-        self.stream_ids.insert(text.to_owned(), id);
-        self.stream_text.push(text.to_owned());
-        self.streams.push(LabelSet::default());
-        id
+    /// The stream id of a label set read from `tenant`'s Loki (new ones are added).
+    pub(crate) fn stream_of(&mut self, tenant: &str, labels: LabelSet) -> u32 {
+        self.intern(StreamKey {
+            tenant: tenant.to_owned(),
+            labels,
+        })
     }
 
-    /// The stream id of a label set read from Loki (new ones are added).
-    pub(crate) fn stream_of(&mut self, labels: LabelSet) -> u32 {
-        self.intern(labels)
-    }
-
-    /// The label set of a stream.
-    pub(crate) fn labels(&self, stream: u32) -> &LabelSet {
+    /// A stream's tenant and labels.
+    pub(crate) fn stream(&self, stream: u32) -> &StreamKey {
         &self.streams[stream as usize]
+    }
+
+    /// The tenants of the audited records, and the fixed tenant (where records without a
+    /// tenant field go), each once.
+    pub(crate) fn tenants(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|s| !s.labels.is_empty())
+            .map(|s| s.tenant.clone())
+            .chain(std::iter::once(self.default_tenant.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The selector text of a stream.
@@ -342,9 +397,9 @@ impl Ledger {
         out
     }
 
-    /// Notes an entry Loki holds in `stream`; false when no audited message has it.
-    pub(crate) fn found(&mut self, ts: i64, line: &str) -> bool {
-        match self.keys.get_mut(&identity(ts, line)) {
+    /// Notes an entry `tenant`'s Loki holds; false when no audited message has it.
+    pub(crate) fn found(&mut self, tenant: &str, ts: i64, line: &str) -> bool {
+        match self.keys.get_mut(&identity(tenant, ts, line)) {
             Some(k) => {
                 k.found = true;
                 true
@@ -478,9 +533,9 @@ mod tests {
         l.add(&message(0, 6, "not json", true), |_| true);
         // 0, 1 in Loki; 2 in the DLQ; 3 missing; 4 missing too but 5 and 6 are pending.
         for i in 0..2 {
-            assert!(l.found(TS + i64::from(i), &line(i)));
+            assert!(l.found("", TS + i64::from(i), &line(i)));
         }
-        assert!(!l.found(TS, "something else"));
+        assert!(!l.found("", TS, "something else"));
         l.dead_letter(0, 2);
         let t = l.classify(&visibility(&[(0, 5)]), 10);
         let total = t.total;
@@ -507,7 +562,7 @@ mod tests {
         let mut l = ledger();
         l.add(&message(1, 10, &line(1), true), |_| true);
         l.add(&message(2, 3, &line(1), true), |_| true);
-        assert!(l.found(TS + 1, &line(1)));
+        assert!(l.found("", TS + 1, &line(1)));
         let t = l.classify(&visibility(&[(1, 11), (2, 4)]), 10);
         assert_eq!(
             (t.total.in_loki, t.total.duplicates, t.total.missing),
@@ -523,7 +578,7 @@ mod tests {
         let raw = r#"{"message":"m","service":"api","level":"INFO","timestamp":1764000000}"#;
         l.add(&message(0, 0, raw, false), |_| true);
         let canonical = schema::parse_record(raw).unwrap().to_json();
-        assert!(l.found(1_764_000_000_000_000_000, &canonical));
+        assert!(l.found("", 1_764_000_000_000_000_000, &canonical));
     }
 
     #[test]
@@ -540,9 +595,44 @@ mod tests {
         );
         l.add(&message(0, 0, &long, true), |_| true);
         let ts = schema::parse_record(&long).unwrap().timestamp.as_nanos();
-        assert!(!l.found(ts, &long));
-        assert!(l.found(ts, &truncate_line(&long, 120)));
+        assert!(!l.found("", ts, &long));
+        assert!(l.found("", ts, &truncate_line(&long, 120)));
     }
+
+    #[test]
+    fn each_record_is_looked_for_in_its_tenant_and_a_refused_tenant_is_not_looked_for() {
+        let config = ConsumerConfig {
+            loki_tenant_field: "team".into(),
+            loki_tenant_id: "shared".into(),
+            ..ConsumerConfig::default()
+        };
+        let mut l = Ledger::new(&config);
+        let with = |team: &str| {
+            format!(
+                r#"{{"timestamp":"2025-11-24T16:00:00Z","level":"info","service":"api","message":"m","team":"{team}"}}"#
+            )
+        };
+        let a = with("team-a");
+        l.add(&message(0, 0, &a, true), |_| true);
+        l.add(&message(0, 1, LINE_WITHOUT_TEAM, true), |_| true);
+        l.add(&message(0, 2, &with("bad/tenant"), true), |_| true);
+        let ts = schema::parse_record(&a).unwrap().timestamp.as_nanos();
+        assert!(!l.found("shared", ts, &a), "not in another tenant");
+        assert!(l.found("team-a", ts, &a));
+        assert_eq!(l.tenants(), ["shared", "team-a"]);
+        let t = l.classify(&visibility(&[(0, 3)]), 10);
+        assert_eq!((t.total.in_loki, t.total.missing), (1, 2));
+        assert_eq!(t.streams[NO_VALID_TENANT].missing, 1);
+        assert!(
+            t.streams.keys().any(|s| s.starts_with("[team-a] {")),
+            "{:?}",
+            t.streams.keys()
+        );
+        assert!(t.streams.keys().any(|s| s.starts_with("[shared] {")));
+    }
+
+    const LINE_WITHOUT_TEAM: &str =
+        r#"{"timestamp":"2025-11-24T16:00:01Z","level":"info","service":"api","message":"m"}"#;
 
     #[test]
     fn horizon_and_crowded_timestamps_are_not_called_missing() {

@@ -273,21 +273,24 @@ pub async fn audit(
     let mut extra_sample: Vec<ExtraSample> = Vec::new();
     let counted_window = scope.window();
     let mut progress = Progress::new("windows", plan.len() as u64);
+    let tenants = ledger.tenants();
     for (i, (start, end, kafka_streams)) in plan.iter().enumerate() {
         let (start, end) = (*start, *end);
         let mut streams: BTreeSet<u32> = kafka_streams.clone();
-        for labels in reader.series(&selector, start, end).await? {
-            let projected = project(&labels, &names);
-            if !projected.is_empty() {
-                streams.insert(ledger.stream_of(projected));
+        for tenant in &tenants {
+            for labels in reader.series(tenant, &selector, start, end).await? {
+                let projected = project(&labels, &names);
+                if !projected.is_empty() {
+                    streams.insert(ledger.stream_of(tenant, projected));
+                }
             }
         }
         for stream in streams {
-            let labels = ledger.labels(stream).clone();
+            let key = ledger.stream(stream).clone();
             let text = ledger.stream_text(stream).to_owned();
             let read = reader
-                .read_stream(&labels, &names, start, end, |e| {
-                    if ledger.found(e.ts, &e.line) {
+                .read_stream(&key.tenant, &key.labels, &names, start, end, |e| {
+                    if ledger.found(&key.tenant, e.ts, &e.line) {
                         return;
                     }
                     if counted_window.is_some_and(|(s, u)| e.ts >= s && e.ts < u) {
@@ -341,10 +344,9 @@ pub async fn audit(
         loki: format!(
             "{}{}",
             service::redact::url_credentials(&config.loki_url),
-            if config.loki_tenant_id.is_empty() {
-                String::new()
-            } else {
-                format!(" (tenant {})", config.loki_tenant_id)
+            match tenants.as_slice() {
+                [only] if only.is_empty() => String::new(),
+                all => format!(" (tenants {})", all.join(", ")),
             }
         ),
         scope: describe(&scope, args.max_delay),

@@ -113,9 +113,11 @@ impl LokiReader {
         }
     }
 
-    /// The label sets of the streams matched by `selector` with entries in `start..end` (ns).
+    /// The label sets of `tenant`'s streams matched by `selector` with entries in
+    /// `start..end` (ns).
     pub(crate) async fn series(
         &mut self,
+        tenant: &str,
         selector: &str,
         start: i64,
         end: i64,
@@ -125,17 +127,19 @@ impl LokiReader {
             ("start", start.to_string()),
             ("end", end.to_string()),
         ];
-        let what = format!("series {selector}");
-        let answer: Answer<Vec<BTreeMap<String, String>>> =
-            self.get("/loki/api/v1/series", &params, &what).await?;
+        let what = format!("series {selector}{}", of_tenant(tenant));
+        let answer: Answer<Vec<BTreeMap<String, String>>> = self
+            .get("/loki/api/v1/series", tenant, &params, &what)
+            .await?;
         Ok(answer.data)
     }
 
-    /// Every entry of the stream `labels` with `start <= ts < end`, oldest first, handed to
-    /// `visit` page by page; entries of other streams the selector also matches (a stream
-    /// with more labels) are left out.
+    /// Every entry of `tenant`'s stream `labels` with `start <= ts < end`, oldest first,
+    /// handed to `visit` page by page; entries of other streams the selector also matches (a
+    /// stream with more labels) are left out.
     pub(crate) async fn read_stream<F>(
         &mut self,
+        tenant: &str,
         labels: &LabelSet,
         names: &[String],
         start: i64,
@@ -158,9 +162,10 @@ impl LokiReader {
                 ("limit", self.limit.to_string()),
                 ("direction", "forward".to_owned()),
             ];
-            let what = format!("query_range {selector}");
-            let answer: Answer<Streams> =
-                self.get("/loki/api/v1/query_range", &params, &what).await?;
+            let what = format!("query_range {selector}{}", of_tenant(tenant));
+            let answer: Answer<Streams> = self
+                .get("/loki/api/v1/query_range", tenant, &params, &what)
+                .await?;
             let mut page: Vec<Entry> = Vec::new();
             let mut received = 0usize;
             // The newest timestamp of the page, whichever stream it is of.
@@ -215,6 +220,7 @@ impl LokiReader {
     async fn get<T: for<'de> Deserialize<'de>>(
         &mut self,
         path: &str,
+        tenant: &str,
         params: &[(&str, String)],
         what: &str,
     ) -> Result<T, QueryError> {
@@ -222,14 +228,16 @@ impl LokiReader {
         loop {
             self.pace().await;
             self.queries += 1;
-            let sent = self
+            let mut request = self
                 .client
                 .get(path)
                 .query(params)
                 .header("X-Loki-Response-Encoding-Flags", "categorize-labels")
-                .timeout(QUERY_TIMEOUT)
-                .send()
-                .await;
+                .timeout(QUERY_TIMEOUT);
+            if !tenant.is_empty() {
+                request = request.header("X-Scope-OrgID", tenant);
+            }
+            let sent = request.send().await;
             let (retry_after, last) = match sent {
                 Ok(r) if r.status().is_success() => {
                     let body = r.bytes().await.map_err(|e| QueryError::Malformed {
@@ -288,6 +296,15 @@ impl LokiReader {
             }
         }
         self.next_at = Some(Instant::now() + self.interval);
+    }
+}
+
+/// ` of tenant x` for messages (nothing without a tenant).
+fn of_tenant(tenant: &str) -> String {
+    if tenant.is_empty() {
+        String::new()
+    } else {
+        format!(" of tenant {tenant}")
     }
 }
 
