@@ -237,8 +237,18 @@ async fn serve(args: RunArgs, config: ProducerConfig) -> anyhow::Result<u8> {
         "producer starting"
     );
     let shutdown = service::shutdown::on_signal();
-    let app = App::build(config, options, registry, metrics).await?;
-    let report = app.run(shutdown).await?;
+    let result = match App::build(config, options, registry, metrics).await {
+        Ok(app) => app.run(shutdown).await,
+        Err(e) => Err(e),
+    };
+    let report = match result {
+        Ok(report) => report,
+        Err(e) if e.is_configuration() => {
+            tracing::error!(error = %e, "producer stopped: configuration error");
+            return Ok(EXIT_CONFIG);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let code = if once { report.exit_code() } else { 0 };
     tracing::info!(exit_code = code, "producer stopped: {report}");
     Ok(code)
