@@ -125,7 +125,7 @@ load() { # load FILE [producer args...]: into the topic, through the producer se
 
 start_consumer() {
   CONSUMER_PORT=$(free_port)
-  # MALLOC_ARENA_MAX as the consumer image sets it (crates/consumer/Dockerfile).
+  # MALLOC_ARENA_MAX as the consumer image sets it (the consumer target of ./Dockerfile).
   start consumer env MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" \
     KAFKA_BOOTSTRAP_SERVERS="$KAFKA" KAFKA_TOPIC=bench KAFKA_DLQ_TOPIC=bench-dlq \
     KAFKA_GROUP_ID=bench LOKI_URL="http://127.0.0.1:$LOKI_PORT" \
