@@ -111,6 +111,8 @@ main() {
   RUN_ID="ct$$"
   export LOGPIPE_CT_RUN="$RUN_ID" LOGPIPE_IMAGE_TAG="$tag"
   trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   container_service_start
   log "podman API on $DOCKER_HOST (run $RUN_ID)"
   t0=$SECONDS

@@ -364,7 +364,8 @@ container_health_ticker() {
   declare -A due=() every=() running=()
   # shellcheck disable=SC2046 # one pid per word
   trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM INT
-  while true; do
+  # The service's socket going away (its run ended) ends the ticker too.
+  while [[ -S "$sock" ]]; do
     now="$(date +%s)"
     for id in $(curl -fsS --unix-socket "$sock" "$api/containers/json" 2>/dev/null | jq -r '.[].Id'); do
       if [[ -z "${every[$id]:-}" ]]; then
