@@ -37,14 +37,17 @@ source "$ROOT/scripts/lib/containers.sh"
 WORK=""
 cleanup() { [[ -z "$WORK" ]] || rm -rf -- "$WORK"; }
 
-# build CONTEXT TAG LOG [FLAGS...] — both targets; prints the seconds it took.
+# build CONTEXT TAG LOG [FLAGS...] — both targets, FLAGS for the first one only (the second
+# reuses the shared builder, as any build does); prints the seconds it took.
 build() {
-  local ctx="$1" tag="$2" logf="$3" t0 target; shift 3
+  local ctx="$1" tag="$2" logf="$3" t0 target flags; shift 3
+  flags=("$@")
   t0=$SECONDS
   for target in producer consumer; do
-    podman build --format docker --pull=never --network=host "$@" --target "$target" \
-      -t "logpipe-$target:$tag" -f "$ctx/Dockerfile" "$ctx" >>"$logf" 2>&1 \
+    podman build --format docker --pull=never --network=host ${flags[@]+"${flags[@]}"} \
+      --target "$target" -t "logpipe-$target:$tag" -f "$ctx/Dockerfile" "$ctx" >>"$logf" 2>&1 \
       || { tail -30 "$logf" >&2; die "building $target failed (log: $logf)"; }
+    flags=()
   done
   echo $((SECONDS - t0))
 }
@@ -67,7 +70,7 @@ main() {
   git -C "$ROOT" ls-files -z --cached --others --exclude-standard \
     | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK/" 2>/dev/null) || true
   [[ -f "$WORK/Dockerfile" && -f "$WORK/Cargo.lock" ]] || die "could not copy the tree to $WORK"
-  log "cold build (no layer cache)"
+  log "cold build (no layer cache; the second target reuses the first one's builder)"
   cold="$(build "$WORK" "$tag" "$WORK/cold.log" --no-cache)"
   log "rebuild after a source-only change"
   printf '\n// bench-images.sh: a source-only change\n' >>"$WORK/crates/producer/src/main.rs"
