@@ -42,6 +42,15 @@ pub enum KafkaSetupError {
     /// A topic the consumer needs does not exist.
     #[error("topic {0:?} does not exist on {1} (create it first, e.g. scripts/create-topics.sh)")]
     MissingTopic(String, String),
+    /// No broker answered the metadata request: an outage, not a configuration error, so the
+    /// service waits for Kafka instead of exiting.
+    #[error("cannot reach kafka at {servers}: {source}")]
+    Unreachable {
+        /// The bootstrap servers.
+        servers: String,
+        /// The client error.
+        source: KafkaError,
+    },
 }
 
 /// Callbacks of the consumer: rebalances and statistics.
@@ -296,7 +305,12 @@ fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
 }
 
 fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(), KafkaSetupError> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaSetupError::Unreachable {
+            servers: servers.to_owned(),
+            source,
+        })?;
     let ok = md
         .topics()
         .iter()

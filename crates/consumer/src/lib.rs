@@ -108,13 +108,12 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(listener, app, admin_stop.clone()));
 
     let loki = loki::LokiClient::new(&config)?;
-    let consumer = {
-        let c = config.clone();
-        let m = metrics.clone();
-        tokio::task::spawn_blocking(move || kafka::create_consumer(&c, m))
-            .await
-            .map_err(|e| RunError::Task(e.to_string()))??
+    let Some(consumer) = connect(&config, &metrics, &readiness, &shutdown).await? else {
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        return Ok(Summary::default());
     };
+    readiness.set("kafka", false, "connected; no partitions assigned yet");
     let dlq = dlq::DeadLetters::new(
         &kafka::base_client_config(&config),
         &config.kafka_dlq_topic,
@@ -157,4 +156,43 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(summary)
+}
+
+/// Creates the group consumer once Kafka answers: while no broker does, the service stays up
+/// (live, not ready: `/readyz` names the `kafka` check) and tries again every few seconds, as it
+/// does when Kafka goes away later; `None` when `shutdown` came first. A missing topic or a
+/// refused setting is a configuration error and ends the start.
+async fn connect(
+    config: &ConsumerConfig,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<kafka::LogConsumer>, RunError> {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut attempts: u64 = 0;
+    loop {
+        let (c, m) = (config.clone(), metrics.clone());
+        let created = tokio::task::spawn_blocking(move || kafka::create_consumer(&c, m))
+            .await
+            .map_err(|e| RunError::Task(e.to_string()))?;
+        match created {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(e @ KafkaSetupError::Unreachable { .. }) => {
+                attempts += 1;
+                // Once at WARN, then every ~minute: the outage is visible in /readyz meanwhile.
+                if attempts == 1 || attempts % 5 == 0 {
+                    tracing::warn!(error = %e, attempts, "waiting for kafka");
+                }
+                readiness.set("kafka", false, e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                tracing::info!("shutdown while waiting for kafka");
+                return Ok(None);
+            }
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
 }

@@ -106,6 +106,11 @@ fn run(args: RunArgs) -> ExitCode {
             tracing::info!(exit_code = code, "producer stopped: {report}");
             ExitCode::from(code)
         }
+        Err(e) if e.is_configuration() => {
+            tracing::error!(error = %e, "producer stopped: configuration error");
+            eprintln!("producer: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = %e, "producer failed");
             eprintln!("producer: {e}");
