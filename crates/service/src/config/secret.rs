@@ -6,8 +6,9 @@
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 
 /// A secret setting: a string, empty when unset.
 #[derive(Clone, Default)]
@@ -66,9 +67,13 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // `deserialize_any`, so that a value of another type reaches a `visit_*` below and is
-        // refused by its type: asking for a string would let config turn a number into one.
-        deserializer.deserialize_any(SecretVisitor)
+        // Through `Value`, which takes any type, so a wrong one is refused here by its type
+        // alone: asking for a string would let config turn a number into one, and serde's
+        // refusal of a typed `String` quotes the value ("invalid type: integer `…`").
+        match Value::deserialize(deserializer)? {
+            Value::String(s) => Ok(Secret::new(s)),
+            other => Err(refusal("a string", &other)),
+        }
     }
 }
 
@@ -78,133 +83,33 @@ impl<'de> Deserialize<'de> for Secret {
 pub(crate) fn secret_list<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Vec<String>, D::Error> {
-    deserializer.deserialize_any(ListVisitor)
+    match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                other => Err(refusal("a string", &other)),
+            })
+            .collect(),
+        other => Err(refusal("a list of strings", &other)),
+    }
 }
 
 /// The refusal of a value of the wrong type, naming the types only.
-fn refusal<E: de::Error>(want: &str, found: &str) -> E {
+fn refusal<E: de::Error>(want: &str, found: &Value) -> E {
+    let found = match found {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        // A TOML date arrives as a one-key table (see the file layer).
+        Value::Object(_) => "a table (or a date)",
+    };
     E::custom(format!(
         "expected {want}, found {found} (the value may be a secret and is not shown)"
     ))
-}
-
-/// Refuses, by type alone, every kind of value a visitor does not take (serde's defaults for
-/// these quote the value). `$want` names what the visitor takes.
-macro_rules! refuse_by_type {
-    ($want:expr) => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Err(refusal($want, "a boolean"))
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Err(refusal($want, "an integer"))
-        }
-        fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
-            Err(refusal($want, "an integer"))
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Err(refusal($want, "an integer"))
-        }
-        fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
-            Err(refusal($want, "an integer"))
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Err(refusal($want, "a number"))
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Err(refusal($want, "nothing"))
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Err(refusal($want, "nothing"))
-        }
-        // A TOML date arrives as a one-key table (see the file layer).
-        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(refusal($want, "a table (or a date)"))
-        }
-    };
-}
-
-/// Takes a string as a [`Secret`].
-struct SecretVisitor;
-
-impl<'de> Visitor<'de> for SecretVisitor {
-    type Value = Secret;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Secret, E> {
-        Ok(Secret::new(value))
-    }
-
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Secret, E> {
-        Ok(Secret::new(value))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
-        Err(refusal("a string", "a list"))
-    }
-
-    refuse_by_type!("a string");
-}
-
-/// Takes a list of strings.
-struct ListVisitor;
-
-impl<'de> Visitor<'de> for ListVisitor {
-    type Value = Vec<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of strings")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element::<ListItem>()? {
-            items.push(item.0);
-        }
-        Ok(items)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Vec<String>, E> {
-        Err(refusal("a list of strings", "a string"))
-    }
-
-    refuse_by_type!("a list of strings");
-}
-
-/// One string of a [`secret_list`].
-struct ListItem(String);
-
-impl<'de> Deserialize<'de> for ListItem {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ListItemVisitor)
-    }
-}
-
-/// Takes a string as one entry of a list.
-struct ListItemVisitor;
-
-impl<'de> Visitor<'de> for ListItemVisitor {
-    type Value = ListItem;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<ListItem, E> {
-        Ok(ListItem(value.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, value: String) -> Result<ListItem, E> {
-        Ok(ListItem(value))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<ListItem, A::Error> {
-        Err(refusal("a string", "a list"))
-    }
-
-    refuse_by_type!("a string");
 }
 
 #[cfg(test)]
