@@ -7,10 +7,10 @@
 //! `flow` (backpressure), `gaps` (offset gap repair) and `offsets`; `inflight` and `deliver`
 //! (retries and 400 bisection), `loki` (the client), `health` (Loki's health, one owner),
 //! `tenants` (a record's tenant, per-tenant back-off and in-flight limits), `dlq`, `retry`,
-//! [`metrics`] and the admin server from the `service` crate.
+//! `metrics` and the admin server from the `service` crate.
 
 mod batch;
-pub mod config;
+mod config;
 mod deliver;
 mod dlq;
 mod flow;
@@ -21,7 +21,7 @@ mod intake;
 mod kafka;
 mod labels;
 mod loki;
-pub mod metrics;
+mod metrics;
 mod offsets;
 mod pipeline;
 mod retry;
@@ -33,7 +33,7 @@ use service::admin::{self, AdminState, Readiness};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-pub use config::ConsumerConfig;
+pub use config::{ConsumerConfig, Encoding, OversizeLines};
 pub use kafka::KafkaSetupError;
 pub use loki::ClientError;
 pub use metrics::Metrics;
@@ -84,19 +84,19 @@ pub async fn run(
     let metrics = Metrics::new(
         &registry,
         &config.kafka_group_id,
-        &config.kafka_topic,
-        config.feature_enhanced_metrics,
+        &config.kafka.topic,
+        config.service.feature_enhanced_metrics,
     )?;
     let readiness = Readiness::new();
     readiness.set("kafka", false, "starting");
     let health = Arc::new(health::LokiHealth::new(readiness.clone(), metrics.clone()));
-    let listener = admin::bind(config.http_listen)
+    let listener = admin::bind(config.service.http_listen)
         .await
         .map_err(|source| RunError::Bind {
-            addr: config.http_listen,
+            addr: config.service.http_listen,
             source,
         })?;
-    tracing::info!(addr = %listener.local_addr().map_or(config.http_listen, |a| a), "admin server listening");
+    tracing::info!(addr = %listener.local_addr().map_or(config.service.http_listen, |a| a), "admin server listening");
     let admin_stop = CancellationToken::new();
     let app = admin::router(AdminState {
         service: "consumer",
@@ -117,7 +117,7 @@ pub async fn run(
     let dlq = dlq::DeadLetters::new(
         &kafka::base_client_config(&config),
         &config.kafka_dlq_topic,
-        &config.kafka_topic,
+        &config.kafka.topic,
         metrics.clone(),
     )
     .map_err(RunError::Dlq)?;
@@ -142,7 +142,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(
-        topic = %config.kafka_topic,
+        topic = %config.kafka.topic,
         group = %config.kafka_group_id,
         loki = %service::redact::url_credentials(&config.loki_url),
         cooperative = config.feature_new_consumer,

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Command::Healthcheck { port, ready } => {
             let port = port.unwrap_or_else(|| {
                 service::config::load::<ConsumerConfig>(None, &env)
-                    .map(|c| c.http_listen.port())
+                    .map(|c| c.service.http_listen.port())
                     .unwrap_or(8001)
             });
             let path = if ready { "/readyz" } else { "/healthz" };
@@ -75,12 +75,7 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     let config: ConsumerConfig = service::config::load(file.as_deref(), env)?;
     config.validate()?;
-    let format = if config.log_format.is_empty() {
-        service::telemetry::LogFormat::from_env(None)
-    } else {
-        service::telemetry::LogFormat::from_env(Some(&config.log_format))
-    };
-    service::telemetry::init(&config.log_level, format);
+    service::telemetry::init(&config.service.log_level, config.service.log_format());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -108,13 +108,13 @@ pub async fn run(
     )?;
     let metrics = Arc::new(Metrics::register(
         &registry,
-        config.feature_enhanced_metrics,
+        config.service.feature_enhanced_metrics,
     )?);
     tracing::info!(
         version = VERSION,
-        environment = %config.environment,
-        topic = %config.kafka_topic,
-        bootstrap = %service::redact::url_credentials(&config.kafka_bootstrap_servers),
+        environment = %config.service.environment,
+        topic = %config.kafka.topic,
+        bootstrap = %service::redact::url_credentials(&config.kafka.bootstrap_servers),
         ingest_auth = config.ingest_auth(),
         flags = ?flags,
         "producer starting"
@@ -294,14 +294,14 @@ impl App {
         readiness.set_draining();
         server_stop.cancel();
         if let Some(server) = server {
-            match tokio::time::timeout(config.shutdown_timeout, server).await {
+            match tokio::time::timeout(config.service.shutdown_timeout, server).await {
                 Ok(Ok(Ok(()))) => tracing::info!("http server stopped"),
                 Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
                 Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
                 Err(_) => tracing::warn!("http requests still running at the shutdown timeout"),
             }
         }
-        let timeout = config.shutdown_timeout;
+        let timeout = config.service.shutdown_timeout;
         let flush_sink = Arc::clone(&sink);
         let left = tokio::task::spawn_blocking(move || flush_sink.flush(timeout)).await?;
         stop_tasks.cancel();

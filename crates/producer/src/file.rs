@@ -147,7 +147,7 @@ pub(crate) fn run(
         metrics,
         Origin::File,
         shutdown.clone(),
-        config.shutdown_timeout,
+        config.service.shutdown_timeout,
         config.max_logged_errors,
     );
     let mut rate = options.rate.map(RateLimiter::new);
