@@ -180,7 +180,7 @@ async fn connect(
             Err(e @ KafkaSetupError::Unreachable { .. }) => {
                 attempts += 1;
                 // Once at WARN, then every ~minute: the outage is visible in /readyz meanwhile.
-                if attempts == 1 || attempts % 5 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(5) {
                     tracing::warn!(error = %e, attempts, "waiting for kafka");
                 }
                 readiness.set("kafka", false, e.to_string());

@@ -230,12 +230,7 @@ impl LokiClient {
         match (self.encoding, self.gzip) {
             (Encoding::Protobuf, _) => {
                 let body = RAW.with_borrow_mut(|raw| {
-                    raw.clear();
-                    entries.write_push(labels, range, raw);
-                    let mut out = vec![0; snap::raw::max_compress_len(raw.len())];
-                    let n = SNAPPY.with_borrow_mut(|snappy| snappy.compress(raw, &mut out))?;
-                    out.truncate(n);
-                    Ok::<_, EncodeError>(out)
+                    SNAPPY.with_borrow_mut(|snappy| entries.snappy_push(labels, range, raw, snappy))
                 })?;
                 Ok(Bytes::from(body))
             }

@@ -338,7 +338,7 @@ async fn wait_for_topic(
             Err(e @ SinkError::Unreachable { .. }) => {
                 attempts += 1;
                 // Once at WARN, then every ~minute: the outage is visible in /readyz meanwhile.
-                if attempts == 1 || attempts % 5 == 0 {
+                if attempts == 1 || attempts.is_multiple_of(5) {
                     tracing::warn!(error = %e, attempts, "waiting for kafka");
                 }
             }
