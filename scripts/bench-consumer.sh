@@ -133,7 +133,8 @@ load() { # load FILE [producer args...]: into the topic, through the producer se
     >>"$WORK/producer.log" 2>&1 || die "producer failed (see $WORK/producer.log)"
 }
 
-# start_consumer GROUP [VAR=VALUE...]: the consumer as the image runs it (MALLOC_ARENA_MAX=2).
+# start_consumer GROUP [VAR=VALUE...]: the consumer as its image (the consumer target of
+# ./Dockerfile) runs it, with MALLOC_ARENA_MAX=2.
 start_consumer() {
   local group="$1"
   shift

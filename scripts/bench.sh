@@ -2,7 +2,8 @@
 # bench.sh — runs the project's benchmarks and records them in docs/benchmarks.md, the only
 # writer of that file: the schema hot paths (criterion), the producer against raw librdkafka
 # (scripts/bench-producer.sh), the consumer against librdkafka's own consumer
-# (scripts/bench-consumer.sh), HTTP ingest under load (scripts/load-test.sh). Each run is
+# (scripts/bench-consumer.sh), HTTP ingest under load (scripts/load-test.sh), the container
+# images' build times and sizes (scripts/bench-images.sh). Each run is
 # appended with its command line, date, machine and load, its figures against the targets
 # (the TARGETS table below, the one place they are written down) and the raw outputs; the
 # README's benchmark table is rewritten from the same figures. --check fails when a target is
@@ -12,7 +13,7 @@ set -euo pipefail
 readonly SCRIPT_NAME="${0##*/}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
-readonly PARTS_ALL="schema,producer,consumer,load"
+readonly PARTS_ALL="schema,producer,consumer,load,images"
 
 # The targets: figure, comparison, bound, what it is. Figures come from the `result NAME VALUE`
 # lines the benchmarks print. Issues #4, #5 and #16 set them.
@@ -28,6 +29,8 @@ TARGETS=(
   "consumer_outage_rss_mib          <= 128     consumer RSS during a receiver outage (MiB)"
   "consumer_p99_s                   <= 1.1     Kafka timestamp -> Loki ack at 10k records/s, p99 (s)"
   "ingest_lost                      == 0       HTTP ingest: accepted records missing from Kafka"
+  "image_producer_mb                <= 60      producer image size (MB)"
+  "image_consumer_mb                <= 60      consumer image size (MB)"
 )
 
 usage() {
@@ -132,6 +135,9 @@ new = [
         "scripts/bench-consumer.sh"),
     row("consumer during a receiver outage", fmt("consumer_outage_rss_mib", "RSS {:.1f} MiB [≤ 128]"), "scripts/bench-consumer.sh"),
     row("consumer Kafka timestamp → Loki ack at 10 k records/s", fmt("consumer_p99_s", "p99 {:.3f} s [≤ 1.1 s]"), "scripts/bench-consumer.sh"),
+    row("container images (`./Dockerfile`, scratch runtime)", None if "image_producer_mb" not in results else
+        f"producer {float(results['image_producer_mb']):.1f} MB, consumer {float(results['image_consumer_mb']):.1f} MB [≤ 60 MB]; cold build {float(results['image_cold_build_s']):.0f} s, after a source-only change {float(results['image_source_rebuild_s']):.0f} s",
+        "scripts/bench-images.sh"),
     row("`POST /v1/logs` under load, every accepted record checked in Kafka by id", None if "ingest_records_per_s" not in results else
         f"{float(results['ingest_records_per_s']):,.0f} records/s, {results.get('ingest_lost', '?')} lost",
         "scripts/load-test.sh --duration 20"),
@@ -199,6 +205,12 @@ main() {
       || { tail -20 "$work/load.txt" >&2; exit 1; }
     grep '^result ' "$work/load.txt" >>"$work/results" || true
   fi
+  if [[ ",$parts," == *",images,"* ]]; then
+    log "container images: cold and warm builds, sizes (podman)"
+    "$ROOT/scripts/bench-images.sh" >"$work/images.txt" 2>&1 \
+      || { tail -20 "$work/images.txt" >&2; exit 1; }
+    grep '^result ' "$work/images.txt" >>"$work/results" || true
+  fi
 
   local verdict=0
   evaluate "$work/results" >"$work/table.md" || verdict=1
@@ -221,7 +233,7 @@ main() {
     echo
     cat "$work/table.md"
     local name file
-    for name in producer consumer load; do
+    for name in producer consumer load images; do
       file="$work/$name.txt"
       [[ -f "$file" ]] || continue
       echo

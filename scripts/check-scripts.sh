@@ -12,7 +12,7 @@ usage() {
   cat <<USAGE
 Usage: scripts/$SCRIPT_NAME [--lint-only] [--filter REGEX]
 
-  1. shellcheck -x on scripts/*.sh, scripts/lib/*.sh and tests/scripts/*.bash
+  1. shellcheck -x on scripts/*.sh, scripts/lib/*.sh, tests/scripts/*.bash, tests/containers/*.bash
   2. bats tests/scripts (skipped with --lint-only)
 
 Options:
@@ -44,7 +44,7 @@ main() {
   done
   command -v shellcheck >/dev/null 2>&1 || { err "shellcheck is not installed"; exit 3; }
   cd "$ROOT"
-  mapfile -t files < <(find scripts -name '*.sh' -type f | sort; find tests/scripts -name '*.bash' -type f 2>/dev/null | sort)
+  mapfile -t files < <(find scripts -name '*.sh' -type f | sort; find tests/scripts tests/containers -name '*.bash' -type f | sort)
   log "shellcheck: ${#files[@]} files"
   shellcheck -x "${files[@]}" || rc=1
   [[ "$lint_only" == 0 ]] || exit "$rc"

@@ -150,7 +150,7 @@ up() {
     --storage.tsdb.path "$RUN/prometheus-data" \
     --web.listen-address "127.0.0.1:$PROMETHEUS_PORT"
   export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" LOG_FORMAT=text ENVIRONMENT=local
-  # MALLOC_ARENA_MAX as the consumer image sets it (crates/consumer/Dockerfile).
+  # MALLOC_ARENA_MAX as the consumer image sets it (the consumer target of ./Dockerfile).
   MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" HTTP_LISTEN="127.0.0.1:$CONSUMER_PORT" \
     LOKI_URL="$loki_url" start consumer "$bin/consumer" run
   HTTP_LISTEN="127.0.0.1:$PRODUCER_PORT" start producer "$bin/producer" run \

@@ -19,8 +19,8 @@ Runs every check of the project: formatting, lints, all test suites.
 
 Options:
   --no-install   do not install missing tools (fail instead)
-  --only STEP    run one step: install, fmt, clippy, tests, deploy, ci, scripts, deny,
-                 bench-check
+  --only STEP    run one step: install, fmt, clippy, tests, deploy, ci, scripts, containers,
+                 deny, bench-check
   -h, --help     show this help
 
 Environment:
@@ -71,6 +71,14 @@ step_scripts() {
   cargo build --release --locked -p logpipe-producer -p logpipe-consumer -p logpipe-testkit \
     --bins --example raw_consume
   LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/check-scripts.sh"
+}
+
+step_containers() {
+  log "containers: the images from ./Dockerfile, compose stacks with stand-ins, ops scripts on"
+  log "RUNTIME=compose and k6, on podman through the Docker and Docker Compose CLIs"
+  local flags=()
+  [[ "$INSTALL" == 1 ]] || flags+=(--no-install)
+  "$ROOT/scripts/check-containers.sh" "${flags[@]}"
 }
 
 step_ci_pipeline() {
@@ -134,10 +142,11 @@ main() {
   fi
   case "$only" in
     "") step_fmt; step_clippy; step_deny; step_tests; step_deploy; step_ci_pipeline
-        step_scripts; step_bench_check; check_no_leftovers ;;
+        step_scripts; step_containers; step_bench_check; check_no_leftovers ;;
     install) ensure_tools; ensure_deploy_tools ;;
     deploy) step_deploy ;;
     scripts) step_scripts ;;
+    containers) step_containers ;;
     ci) step_ci_pipeline ;;
     fmt) step_fmt ;;
     clippy) step_clippy ;;

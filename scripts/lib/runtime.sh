@@ -2,9 +2,10 @@
 # runtime.sh — the one runtime adapter of the ops scripts. Sourced, never run.
 #
 # Two implementations of the same verbs, chosen by RUNTIME:
-#   compose  docker compose on a Docker host: colours are compose projects (<project>-blue,
-#            <project>-green) built from the repository's compose files plus a generated overlay;
-#            the front door is an nginx container whose upstream names the active colour.
+#   compose  docker compose on a Docker host (or podman's Docker API on DOCKER_HOST:
+#            tests/containers/ops.bats): colours are compose projects (<project>-blue,
+#            <project>-green) built from LOGPIPE_COMPOSE_FILES plus a generated overlay; the
+#            front door is an nginx container whose upstream names the active colour.
 #   local    processes on this machine, beside what scripts/run-local.sh started: binaries from
 #            $CARGO_TARGET_DIR/release (or a release folder), pids and logs in $LOGPIPE_RUN_DIR;
 #            the front door is a local nginx run as a user process with a generated config.
@@ -270,6 +271,31 @@ rt_data_import() { "_rt_${RUNTIME}_data_import" "$@"; }
 rt_data_stop() { "_rt_${RUNTIME}_data_stop" "$1" >/dev/null; }
 rt_data_start() { "_rt_${RUNTIME}_data_start" "$1"; }
 
+# _rt_apps_pause — drains every running colour's producer and consumer before the broker stops
+# for a copy or a restore, and prints "service colour version" lines for _rt_apps_resume: tansu
+# 0.6.0's storage task panics when a live idempotent producer comes back to a restarted broker
+# ("idempotent_message_check: more or less than one row"), and a still topic copies consistently.
+_rt_apps_pause() {
+  local c s
+  for c in blue green; do
+    for s in producer consumer; do
+      rt_running "$s" "$c" || continue
+      printf '%s %s %s\n' "$s" "$c" "$("_rt_${RUNTIME}_version" "$s" "$c")"
+      rt_stop "$s" "$c" >&2 || true
+    done
+  done
+}
+
+# _rt_apps_resume LINES — starts again what _rt_apps_pause printed.
+_rt_apps_resume() {
+  local s c v rc=0
+  while read -r s c v; do
+    [[ -n "$s" ]] || continue
+    rt_start "$s" "$c" "$v" || rc=1
+  done <<<"$1"
+  return "$rc"
+}
+
 # ============================================================================================
 # local: processes on this machine.
 
@@ -486,33 +512,17 @@ _rt_local_data_export() {
   return "$rc"
 }
 
-# _rt_local_apps_pause — drains every running colour's producer and consumer before the broker's
-# data is replaced (see _rt_local_data_export) and prints "service colour version" lines for
-# _rt_local_apps_resume. Refuses (1) while run-local's own producer or consumer runs: the adapter
-# cannot start those again.
+# _rt_local_apps_pause — refuses (1) while run-local's own producer or consumer runs (the
+# adapter cannot start those again), else _rt_apps_pause.
 _rt_local_apps_pause() {
-  local c s
   if _rt_local_running producer base || _rt_local_running consumer base; then
     _rt_log "run-local.sh's producer/consumer run: deploy a colour first (blue-green-deploy.sh) or stop them"
     return 1
   fi
-  for c in blue green; do
-    for s in producer consumer; do
-      _rt_local_running "$s" "$c" || continue
-      printf '%s %s %s\n' "$s" "$c" "$(cat "$LOGPIPE_RUN_DIR/$s-$c.version" 2>/dev/null || echo unknown)"
-      _rt_local_stop "$s" "$c" >&2 || true
-    done
-  done
+  _rt_apps_pause
 }
 
-_rt_local_apps_resume() {
-  local s c v rc=0
-  while read -r s c v; do
-    [[ -n "$s" ]] || continue
-    _rt_local_start "$s" "$c" "$v" || rc=1
-  done <<<"$1"
-  return "$rc"
-}
+_rt_local_version() { cat "$LOGPIPE_RUN_DIR/$1-$2.version" 2>/dev/null || echo unknown; }
 
 _rt_local_data_import() {
   local name="$1" in="$2" dir was aside apps="" rc=0
@@ -535,7 +545,7 @@ _rt_local_data_import() {
     rc=1
   fi
   if [[ "$was" == 1 ]]; then _rt_local_data_start "$name" || rc=1; fi
-  [[ -z "$apps" ]] || _rt_local_apps_resume "$apps" || rc=1
+  [[ -z "$apps" ]] || _rt_apps_resume "$apps" || rc=1
   return "$rc"
 }
 
@@ -669,34 +679,101 @@ _rt_compose_data_stop() {
 }
 _rt_compose_data_start() { _rt_compose base start "$(_rt_compose_service_of "$1")"; }
 
+# _rt_run_helper ARGS... — `docker run ARGS` of a one-shot helper (the backup tar), removed
+# afterwards; returns its exit status. Not `docker run --rm`: against podman's Docker API the CLI
+# loses the status then, and a failed tar would pass for a good one.
+_rt_run_helper() {
+  local name rc
+  name="logpipe-helper-$$-$RANDOM$RANDOM"
+  docker run --name "$name" "$@" || true
+  rc="$(docker inspect --format '{{.State.ExitCode}}' "$name" 2>/dev/null || echo 125)"
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  return "$rc"
+}
+
+_rt_compose_version() {
+  local id
+  id="$(_rt_compose "$2" ps -q "$1" 2>/dev/null | head -1)"
+  [[ -n "$id" ]] || { echo unknown; return 0; }
+  docker inspect --format '{{ index .Config.Labels "logpipe.version" }}' "$id"
+}
+
+# _rt_compose_apps_pause — the base deployment's producer and consumer stopped (compose stop) and
+# the colours drained, before the broker stops; prints what _rt_compose_apps_resume restarts.
+_rt_compose_apps_pause() {
+  local s
+  for s in producer consumer; do
+    _rt_compose_running "$s" base || continue
+    printf '%s base -\n' "$s"
+    _rt_compose base stop --timeout "$RT_STOP_TIMEOUT" "$s" >&2 || true
+  done
+  _rt_apps_pause
+}
+
+_rt_compose_apps_resume() {
+  local s c v rc=0
+  while read -r s c v; do
+    [[ "$c" == base ]] || continue
+    _rt_compose base start "$s" >&2 || rc=1
+  done <<<"$1"
+  _rt_apps_resume "$(grep -v '^[a-z]* base ' <<<"$1" || true)" || rc=1
+  # nginx resolved the colour's producer when it loaded its config; the restarted container
+  # has another address, so the front door reloads (and resolves it again).
+  if grep -q '^producer [bg]' <<<"$1" \
+      && [[ -n "$(_rt_compose_front_door ps --status running -q front-door 2>/dev/null)" ]]; then
+    _rt_compose_front_door exec -T front-door nginx -s reload >&2 || rc=1
+  fi
+  return "$rc"
+}
+
 _rt_compose_data_export() {
-  local name="$1" out="$2" vol svc rc=0
+  local name="$1" out="$2" vol svc rc=0 apps=""
   vol="$(_rt_compose_volume "$name")" || return 2
   svc="$(_rt_compose_service_of "$name")"
-  _rt_compose base stop --timeout "$RT_STOP_TIMEOUT" "$svc" || return 1
-  docker run --rm -v "$vol:/data:ro" -v "$(dirname "$out"):/backup" "$BACKUP_HELPER_IMAGE" \
-    tar -C /data -czf "/backup/$(basename "$out")" . || rc=1
-  _rt_compose base start "$svc" || rc=1
+  if [[ "$name" == broker ]]; then
+    apps="$(_rt_compose_apps_pause)"
+    [[ -z "$apps" ]] || _rt_log "paused for the broker backup: $(printf '%s' "$apps" | tr '\n' ';')"
+  fi
+  if _rt_compose base stop --timeout "$RT_STOP_TIMEOUT" "$svc"; then
+    _rt_run_helper -v "$vol:/data:ro" -v "$(dirname "$out"):/backup" "$BACKUP_HELPER_IMAGE" \
+      tar -C /data -czf "/backup/$(basename "$out")" . || rc=1
+    _rt_compose base start "$svc" || rc=1
+  else
+    rc=1
+  fi
+  [[ -z "$apps" ]] || _rt_compose_apps_resume "$apps" || rc=1
   return "$rc"
 }
 
 _rt_compose_data_import() {
-  local name="$1" in="$2" vol svc rc=0 aside
+  local name="$1" in="$2" vol svc rc=0 aside apps=""
   vol="$(_rt_compose_volume "$name")" || return 2
   svc="$(_rt_compose_service_of "$name")"
   aside="$(dirname "$in")/$name.pre-restore.$$.tar.gz"
-  _rt_compose base stop --timeout "$RT_STOP_TIMEOUT" "$svc" || return 1
+  if [[ "$name" == broker ]]; then
+    apps="$(_rt_compose_apps_pause)"
+    [[ -z "$apps" ]] || _rt_log "paused for the broker restore: $(printf '%s' "$apps" | tr '\n' ';')"
+  fi
+  if ! _rt_compose base stop --timeout "$RT_STOP_TIMEOUT" "$svc"; then
+    [[ -z "$apps" ]] || _rt_compose_apps_resume "$apps" || true
+    return 1
+  fi
   # Keep the current data until the new data is in place.
-  docker run --rm -v "$vol:/data:ro" -v "$(dirname "$in"):/backup" "$BACKUP_HELPER_IMAGE" \
-    tar -C /data -czf "/backup/$(basename "$aside")" . || { _rt_compose base start "$svc"; return 1; }
-  if ! docker run --rm -v "$vol:/data" -v "$(dirname "$in"):/backup:ro" "$BACKUP_HELPER_IMAGE" \
+  if ! _rt_run_helper -v "$vol:/data:ro" -v "$(dirname "$in"):/backup" "$BACKUP_HELPER_IMAGE" \
+      tar -C /data -czf "/backup/$(basename "$aside")" .; then
+    _rt_compose base start "$svc" || true
+    [[ -z "$apps" ]] || _rt_compose_apps_resume "$apps" || true
+    return 1
+  fi
+  if ! _rt_run_helper -v "$vol:/data" -v "$(dirname "$in"):/backup:ro" "$BACKUP_HELPER_IMAGE" \
       sh -c "find /data -mindepth 1 -delete && tar -C /data -xzf /backup/$(basename "$in")"; then
     _rt_log "extracting into $vol failed: putting the previous data back"
-    docker run --rm -v "$vol:/data" -v "$(dirname "$in"):/backup:ro" "$BACKUP_HELPER_IMAGE" \
+    _rt_run_helper -v "$vol:/data" -v "$(dirname "$in"):/backup:ro" "$BACKUP_HELPER_IMAGE" \
       sh -c "find /data -mindepth 1 -delete && tar -C /data -xzf /backup/$(basename "$aside")" || true
     rc=1
   fi
   rm -f "$aside"
   _rt_compose base start "$svc" || rc=1
+  [[ -z "$apps" ]] || _rt_compose_apps_resume "$apps" || rc=1
   return "$rc"
 }

@@ -272,7 +272,10 @@ mod tests {
         kafka_ms: Option<i64>,
     ) -> Option<Batch> {
         let stream = StreamKey::from(labels.as_bytes()[labels.len().saturating_sub(3)]);
-        let tenants = crate::tenants::Tenants::new(&crate::config::ConsumerConfig::default());
+        let metrics = crate::metrics::Metrics::new(&prometheus::Registry::new(), "g", "t", false)
+            .expect("metrics register");
+        let tenants =
+            crate::tenants::Tenants::new(&crate::config::ConsumerConfig::default(), metrics);
         let entry = NewEntry {
             nanos: ts,
             line: &line,

@@ -1,6 +1,7 @@
 //! The consumer's settings: one flat struct, every field's environment name is its key in upper
 //! case (DESIGN.md, "Configuration"). Loaded by [`service::config::load`]; [`ConsumerConfig::validate`]
-//! fails before any port is bound or connection made, naming the key.
+//! fails before any port is bound or connection made, naming the key. The settings it shares
+//! with the producer are `service::config`'s [`KafkaSettings`] and [`ServiceSettings`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use schema::loki::metadata::normalize_metadata_name;
 use schema::loki::tenant::check_tenant_id;
 use schema::Timestamp;
 use serde::{Deserialize, Serialize};
-use service::config::{ConfigError, Secret};
+use service::config::{ConfigError, KafkaSettings, Secret, ServiceSettings};
 
 /// How a line over Loki's `max_line_size` is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,14 +34,25 @@ pub enum Encoding {
     Json,
 }
 
-/// Every setting of the consumer. Environment name = key in upper case.
+/// Every setting of the consumer. Environment name = key in upper case. (No
+/// `deny_unknown_fields`, which serde does not support next to `flatten`:
+/// [`service::config::load`] refuses a key no setting has.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ConsumerConfig {
-    /// Kafka bootstrap servers, comma-separated. Default `localhost:9092`.
-    pub kafka_bootstrap_servers: String,
-    /// Topic to consume. Default `logs`.
-    pub kafka_topic: String,
+    /// `kafka_bootstrap_servers`, `kafka_topic` (the topic to consume),
+    /// `kafka_extra_properties` (SSL and SASL PLAIN/SCRAM are built in, against the system
+    /// OpenSSL; they override the fetch tuning, the group and offset settings win over them)
+    /// and `kafka_sasl_password`, as the producer has them.
+    #[serde(flatten)]
+    pub kafka: KafkaSettings,
+    /// `http_listen` (the admin server: `/metrics`, `/healthz`, `/readyz`; required, default
+    /// `0.0.0.0:8001`), `log_level`, `log_format`, `environment` (sent as the `environment`
+    /// label), `shutdown_timeout` (the bound on flushing at shutdown) and
+    /// `feature_enhanced_metrics` (per-partition and per-service/level series), as the producer
+    /// has them.
+    #[serde(flatten)]
+    pub service: ServiceSettings<SocketAddr>,
     /// Consumer group id. Default `log-consumer`.
     pub kafka_group_id: String,
     /// Dead-letter topic for records Loki will never accept. Default `logs-dlq`.
@@ -54,18 +66,9 @@ pub struct ConsumerConfig {
     /// How often stored (delivered) offsets are committed. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub kafka_commit_interval: Duration,
-    /// Extra librdkafka properties, `key=value` pairs separated by commas (e.g.
-    /// `security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512`; SSL and SASL PLAIN/SCRAM are
-    /// built in, against the system OpenSSL). Default empty.
-    #[serde(deserialize_with = "service::config::secret_list")]
-    pub kafka_extra_properties: Vec<String>,
-    /// SASL password for Kafka, when `sasl.username` is set in the extra properties. Secret.
-    pub kafka_sasl_password: Secret,
     /// `FEATURE_NEW_CONSUMER`: cooperative-sticky incremental rebalancing instead of eager
     /// range assignment. Default `false`.
     pub feature_new_consumer: bool,
-    /// `FEATURE_ENHANCED_METRICS`: per-partition and per-service/level series. Default `false`.
-    pub feature_enhanced_metrics: bool,
 
     /// Loki base URL. Default `http://localhost:3100`. Credentials in it
     /// (`http://user:password@host`) are sent as basic auth (they win over `loki_username` and
@@ -161,18 +164,7 @@ pub struct ConsumerConfig {
     pub metadata_fields: Vec<String>,
     /// Distinct label sets before new label values are folded into `other`. Default 1000.
     pub max_label_sets: usize,
-    /// Deployment environment, sent as the `environment` label. Default `development`.
-    pub environment: String,
 
-    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`). Default `0.0.0.0:8001`.
-    pub http_listen: SocketAddr,
-    /// Log filter, e.g. `info` or `info,rdkafka=warn`. Default `info`.
-    pub log_level: String,
-    /// Log format: `json` or `text`; empty picks JSON unless stderr is a terminal.
-    pub log_format: String,
-    /// Bound on flushing at shutdown. Default `30s`.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
     /// How often Loki's `/ready` is checked for readiness. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub loki_ready_interval: Duration,
@@ -185,17 +177,14 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         let limits = Limits::default();
         Self {
-            kafka_bootstrap_servers: "localhost:9092".into(),
-            kafka_topic: "logs".into(),
+            kafka: KafkaSettings::default(),
+            service: ServiceSettings::new(SocketAddr::from(([0, 0, 0, 0], 8001))),
             kafka_group_id: "log-consumer".into(),
             kafka_dlq_topic: "logs-dlq".into(),
             kafka_auto_offset_reset: "earliest".into(),
             kafka_session_timeout: Duration::from_secs(10),
             kafka_commit_interval: Duration::from_secs(1),
-            kafka_extra_properties: Vec::new(),
-            kafka_sasl_password: Secret::default(),
             feature_new_consumer: false,
-            feature_enhanced_metrics: false,
             loki_url: "http://localhost:3100".into(),
             loki_tenant_id: String::new(),
             loki_tenant_field: String::new(),
@@ -228,11 +217,6 @@ impl Default for ConsumerConfig {
             label_fields: vec!["service".into(), "level".into()],
             metadata_fields: vec!["trace_id".into(), "span_id".into(), "request_id".into()],
             max_label_sets: 1000,
-            environment: "development".into(),
-            http_listen: SocketAddr::from(([0, 0, 0, 0], 8001)),
-            log_level: "info".into(),
-            log_format: String::new(),
-            shutdown_timeout: Duration::from_secs(30),
             loki_ready_interval: Duration::from_secs(5),
             lag_interval: Duration::from_secs(5),
         }
@@ -249,11 +233,11 @@ impl ConsumerConfig {
                 Ok(())
             }
         };
-        nonempty("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)?;
-        nonempty("kafka_topic", &self.kafka_topic)?;
+        self.kafka.validate()?;
+        self.service.validate()?;
         nonempty("kafka_group_id", &self.kafka_group_id)?;
         nonempty("kafka_dlq_topic", &self.kafka_dlq_topic)?;
-        if self.kafka_dlq_topic == self.kafka_topic {
+        if self.kafka_dlq_topic == self.kafka.topic {
             return Err(ConfigError::invalid(
                 "kafka_dlq_topic",
                 "must differ from kafka_topic",
@@ -265,8 +249,6 @@ impl ConsumerConfig {
                 "must be earliest or latest",
             ));
         }
-        // Entries may hold secrets: refused by position, never quoted.
-        service::config::key_value_pairs("kafka_extra_properties", &self.kafka_extra_properties)?;
         match reqwest::Url::parse(&self.loki_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             Ok(u) => {
@@ -341,15 +323,12 @@ impl ConsumerConfig {
         self.label_policy()
             .validate()
             .map_err(|e| ConfigError::invalid("label_fields", e.to_string()))?;
-        if !matches!(self.log_format.as_str(), "" | "json" | "text") {
-            return Err(ConfigError::invalid("log_format", "must be json or text"));
-        }
         Ok(())
     }
 
     /// The label policy these settings describe.
     pub fn label_policy(&self) -> LabelPolicy {
-        let mut p = LabelPolicy::with_environment(&self.environment);
+        let mut p = LabelPolicy::with_environment(&self.service.environment);
         p.record_labels = self.label_fields.clone();
         p.metadata_fields = self.metadata_fields.clone();
         p
@@ -395,7 +374,7 @@ impl ConsumerConfig {
         if self.feature_new_consumer {
             f.push("new_consumer".to_owned());
         }
-        if self.feature_enhanced_metrics {
+        if self.service.feature_enhanced_metrics {
             f.push("enhanced_metrics".to_owned());
         }
         f
@@ -433,7 +412,7 @@ mod tests {
             ("BATCH_MAX_WAIT", "250ms"),
         ])
         .unwrap();
-        assert_eq!(c.kafka_bootstrap_servers, "kafka:9092");
+        assert_eq!(c.kafka.bootstrap_servers, "kafka:9092");
         assert!(c.feature_new_consumer);
         assert_eq!(c.loki_encoding, Encoding::Json);
         assert_eq!(c.batch_max_wait, Duration::from_millis(250));
@@ -523,5 +502,47 @@ mod tests {
     fn secrets_never_appear_in_debug_output() {
         let c = load(&[("LOKI_PASSWORD", "hunter2"), ("LOKI_USERNAME", "u")]).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_admin_server_cannot_be_turned_off_by_an_empty_http_listen() {
+        let e = load(&[("HTTP_LISTEN", "")]).unwrap_err().to_string();
+        assert!(
+            e.contains("`http_listen`") && e.contains("environment HTTP_LISTEN"),
+            "{e}"
+        );
+        let c = load(&[("HTTP_LISTEN", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(
+            c.service.http_listen,
+            SocketAddr::from(([127, 0, 0, 1], 9001))
+        );
+    }
+
+    #[test]
+    fn shared_settings_are_checked_like_the_producers() {
+        for (k, v, key) in [
+            ("KAFKA_TOPIC", "no spaces", "kafka_topic"),
+            ("KAFKA_BOOTSTRAP_SERVERS", " ", "kafka_bootstrap_servers"),
+            ("LOG_FORMAT", "xml", "log_format"),
+            ("SHUTDOWN_TIMEOUT", "-1", "shutdown_timeout"),
+            (
+                "FEATURE_ENHANCED_METRICS",
+                "maybe",
+                "feature_enhanced_metrics",
+            ),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("consumer.toml");
+        std::fs::write(&f, "loki_url = \"http://loki:3100\"\nkafka_topik = \"x\"\n").unwrap();
+        let e = service::config::load::<ConsumerConfig>(Some(&f), &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`kafka_topik`") && e.contains("consumer.toml, line 2"),
+            "{e}"
+        );
     }
 }

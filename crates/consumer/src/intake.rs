@@ -79,7 +79,7 @@ impl Intake {
         Self {
             labels: LabelResolver::new(policy, config.max_label_sets),
             metadata_fields,
-            tenants: Tenants::new(config),
+            tenants: Tenants::new(config, metrics.clone()),
             limits: config.limits(),
             oversize: config.oversize_lines,
             newest: rustc_hash::FxHashMap::default(),

@@ -42,6 +42,15 @@ pub enum KafkaSetupError {
     /// A topic the consumer needs does not exist.
     #[error("topic {0:?} does not exist on {1} (create it first, e.g. scripts/create-topics.sh)")]
     MissingTopic(String, String),
+    /// No broker answered the metadata request: an outage, not a configuration error, so the
+    /// service waits for Kafka instead of exiting.
+    #[error("cannot reach kafka at {servers}: {source}")]
+    Unreachable {
+        /// The bootstrap servers.
+        servers: String,
+        /// The client error.
+        source: KafkaError,
+    },
 }
 
 /// Callbacks of the consumer: rebalances and statistics.
@@ -198,28 +207,28 @@ impl ConsumerContext for PipelineContext {
     }
 }
 
+/// The client id of the consumer's Kafka clients.
+const CLIENT_ID: &str = "logpipe-consumer";
+
+/// The group consumer's fetch tuning, which `KAFKA_EXTRA_PROPERTIES` may override. librdkafka
+/// holds a whole fetch response decompressed, plus ~400 bytes per message, until the loop has
+/// read it: smaller, more frequent fetches keep that bounded (2 MiB compressed is ~6 MB of lines)
+/// without slowing the drain. A broker answers a fetch at once when it has data; the wait only
+/// bounds how long an idle fetch is held (tansu holds every fetch for part of it, so with
+/// librdkafka's 500 ms it paced the drain). When the prefetch queue is over its bound,
+/// librdkafka stops fetching for `fetch.queue.backoff.ms` (default 1 s). The pipeline drains the
+/// queue in milliseconds, so a second's pause left the fetcher idle most of it: ~100k records
+/// every 1.6 s instead of a steady flow.
+const FETCH_TUNING: &[(&str, &str)] = &[
+    ("fetch.max.bytes", "2097152"),
+    ("fetch.wait.max.ms", "100"),
+    ("queued.max.messages.kbytes", "8192"),
+    ("fetch.queue.backoff.ms", "20"),
+];
+
 /// The librdkafka settings shared by the consumer and the dead-letter producer.
 pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
-        .set("client.id", "logpipe-consumer");
-    apply_extra_properties(&mut c, config);
-    c
-}
-
-/// `KAFKA_EXTRA_PROPERTIES` and the SASL password, over whatever was set before.
-fn apply_extra_properties(c: &mut ClientConfig, config: &ConsumerConfig) {
-    // Validated at load; an entry that is not key=value cannot reach here.
-    if let Ok(pairs) =
-        service::config::key_value_pairs("kafka_extra_properties", &config.kafka_extra_properties)
-    {
-        for (k, v) in pairs {
-            c.set(k, v);
-        }
-    }
-    if !config.kafka_sasl_password.is_empty() {
-        c.set("sasl.password", config.kafka_sasl_password.expose());
-    }
+    config.kafka.client_config(CLIENT_ID, &[])
 }
 
 /// Creates the group consumer and subscribes it, after checking both topics exist.
@@ -229,34 +238,18 @@ pub fn create_consumer(
 ) -> Result<LogConsumer, KafkaSetupError> {
     let c = consumer_client_config(config);
     let consumer: LogConsumer =
-        c.create_with_context(PipelineContext::new(&config.kafka_topic, metrics))?;
-    for topic in [&config.kafka_topic, &config.kafka_dlq_topic] {
-        check_topic(&consumer, topic, &config.kafka_bootstrap_servers)?;
+        c.create_with_context(PipelineContext::new(&config.kafka.topic, metrics))?;
+    for topic in [&config.kafka.topic, &config.kafka_dlq_topic] {
+        check_topic(&consumer, topic, &config.kafka.bootstrap_servers)?;
     }
-    consumer.subscribe(&[&config.kafka_topic])?;
+    consumer.subscribe(&[&config.kafka.topic])?;
     Ok(consumer)
 }
 
 /// The group consumer's librdkafka settings: fetch tuning that `KAFKA_EXTRA_PROPERTIES` may
 /// override, then the extra properties, then what delivery depends on, which wins.
 fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
-        .set("client.id", "logpipe-consumer")
-        // Fetch tuning, which KAFKA_EXTRA_PROPERTIES may override. librdkafka holds a whole
-        // fetch response decompressed, plus ~400 bytes per message, until the loop has read
-        // it: smaller, more frequent fetches keep that bounded (2 MiB compressed is ~6 MB of
-        // lines) without slowing the drain. A broker answers a fetch at once when it has data;
-        // the wait only bounds how long an idle fetch is held (tansu holds every fetch for
-        // part of it, so with librdkafka's 500 ms it paced the drain).
-        .set("fetch.max.bytes", "2097152")
-        .set("fetch.wait.max.ms", "100")
-        .set("queued.max.messages.kbytes", "8192")
-        // When the prefetch queue is over its bound, librdkafka stops fetching for this long
-        // (default 1 s). The pipeline drains the queue in milliseconds, so a second's pause
-        // left the fetcher idle most of it: ~100k records every 1.6 s instead of a steady flow.
-        .set("fetch.queue.backoff.ms", "20");
-    apply_extra_properties(&mut c, config);
+    let mut c = config.kafka.client_config(CLIENT_ID, FETCH_TUNING);
     // What delivery depends on wins over the extra properties.
     c.set("group.id", &config.kafka_group_id)
         .set("enable.auto.commit", "true")
@@ -296,7 +289,12 @@ fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
 }
 
 fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(), KafkaSetupError> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaSetupError::Unreachable {
+            servers: servers.to_owned(),
+            source,
+        })?;
     let ok = md
         .topics()
         .iter()
@@ -358,15 +356,13 @@ mod tests {
 
     #[test]
     fn extra_properties_tune_fetching_but_cannot_change_how_offsets_are_stored() {
-        let config = ConsumerConfig {
-            kafka_extra_properties: vec![
-                "queued.max.messages.kbytes=4096".into(),
-                "fetch.wait.max.ms = 250".into(),
-                "enable.auto.offset.store=true".into(),
-                "group.id=someone-else".into(),
-            ],
-            ..ConsumerConfig::default()
-        };
+        let mut config = ConsumerConfig::default();
+        config.kafka.extra_properties = vec![
+            "queued.max.messages.kbytes=4096".into(),
+            "fetch.wait.max.ms = 250".into(),
+            "enable.auto.offset.store=true".into(),
+            "group.id=someone-else".into(),
+        ];
         let c = consumer_client_config(&config);
         assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("250"));

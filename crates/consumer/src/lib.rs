@@ -7,11 +7,11 @@
 //! `flow` (backpressure), `gaps` (offset gap repair) and `offsets`; `inflight` and `deliver`
 //! (retries and 400 bisection), `loki` (the client), `health` (Loki's health, one owner),
 //! `tenants` (a record's tenant, per-tenant back-off and in-flight limits), `dlq`, `retry`,
-//! [`metrics`] and the admin server from the `service` crate.
+//! `metrics` and the admin server from the `service` crate.
 
-pub mod audit;
+mod audit;
 mod batch;
-pub mod config;
+mod config;
 mod deliver;
 mod dlq;
 mod flow;
@@ -22,13 +22,13 @@ mod intake;
 mod kafka;
 mod labels;
 mod loki;
-pub mod metrics;
-pub mod moment;
+mod metrics;
+mod moment;
 mod offsets;
-pub mod output;
+mod output;
 mod pipeline;
 mod progress;
-pub mod redrive;
+mod redrive;
 mod retry;
 mod scan;
 mod tenants;
@@ -39,11 +39,17 @@ use service::admin::{self, AdminState, Readiness};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
-pub use config::ConsumerConfig;
+pub use audit::{audit, AuditArgs, AuditError, OffsetRange, Outcome as AuditOutcome, QueryError};
+pub use config::{ConsumerConfig, Encoding, OversizeLines};
 pub use kafka::KafkaSetupError;
 pub use loki::ClientError;
 pub use metrics::Metrics;
+pub use moment::Moment;
+pub use output::Format;
 pub use pipeline::Summary;
+pub use redrive::{
+    redrive, Ending, Outcome as RedriveOutcome, RedriveArgs, RedriveError, DEFAULT_GROUP,
+};
 
 /// Why the service could not start or run.
 #[derive(Debug, Error)]
@@ -90,19 +96,19 @@ pub async fn run(
     let metrics = Metrics::new(
         &registry,
         &config.kafka_group_id,
-        &config.kafka_topic,
-        config.feature_enhanced_metrics,
+        &config.kafka.topic,
+        config.service.feature_enhanced_metrics,
     )?;
     let readiness = Readiness::new();
     readiness.set("kafka", false, "starting");
     let health = Arc::new(health::LokiHealth::new(readiness.clone(), metrics.clone()));
-    let listener = admin::bind(config.http_listen)
+    let listener = admin::bind(config.service.http_listen)
         .await
         .map_err(|source| RunError::Bind {
-            addr: config.http_listen,
+            addr: config.service.http_listen,
             source,
         })?;
-    tracing::info!(addr = %listener.local_addr().map_or(config.http_listen, |a| a), "admin server listening");
+    tracing::info!(addr = %listener.local_addr().map_or(config.service.http_listen, |a| a), "admin server listening");
     let admin_stop = CancellationToken::new();
     let app = admin::router(AdminState {
         service: "consumer",
@@ -114,17 +120,16 @@ pub async fn run(
     let admin_task = tokio::spawn(admin::serve(listener, app, admin_stop.clone()));
 
     let loki = loki::LokiClient::new(&config)?;
-    let consumer = {
-        let c = config.clone();
-        let m = metrics.clone();
-        tokio::task::spawn_blocking(move || kafka::create_consumer(&c, m))
-            .await
-            .map_err(|e| RunError::Task(e.to_string()))??
+    let Some(consumer) = connect(&config, &metrics, &readiness, &shutdown).await? else {
+        admin_stop.cancel();
+        let _ = admin_task.await;
+        return Ok(Summary::default());
     };
+    readiness.set("kafka", false, "connected; no partitions assigned yet");
     let dlq = dlq::DeadLetters::new(
         &kafka::base_client_config(&config),
         &config.kafka_dlq_topic,
-        &config.kafka_topic,
+        &config.kafka.topic,
         metrics.clone(),
     )
     .map_err(RunError::Dlq)?;
@@ -149,7 +154,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(
-        topic = %config.kafka_topic,
+        topic = %config.kafka.topic,
         group = %config.kafka_group_id,
         loki = %service::redact::url_credentials(&config.loki_url),
         cooperative = config.feature_new_consumer,
@@ -163,4 +168,43 @@ pub async fn run(
     admin_stop.cancel();
     let _ = admin_task.await;
     Ok(summary)
+}
+
+/// Creates the group consumer once Kafka answers: while no broker does, the service stays up
+/// (live, not ready: `/readyz` names the `kafka` check) and tries again every few seconds, as it
+/// does when Kafka goes away later; `None` when `shutdown` came first. A missing topic or a
+/// refused setting is a configuration error and ends the start.
+async fn connect(
+    config: &ConsumerConfig,
+    metrics: &Metrics,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<kafka::LogConsumer>, RunError> {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut attempts: u64 = 0;
+    loop {
+        let (c, m) = (config.clone(), metrics.clone());
+        let created = tokio::task::spawn_blocking(move || kafka::create_consumer(&c, m))
+            .await
+            .map_err(|e| RunError::Task(e.to_string()))?;
+        match created {
+            Ok(consumer) => return Ok(Some(consumer)),
+            Err(e @ KafkaSetupError::Unreachable { .. }) => {
+                attempts += 1;
+                // Once at WARN, then every ~minute: the outage is visible in /readyz meanwhile.
+                if attempts == 1 || attempts.is_multiple_of(5) {
+                    tracing::warn!(error = %e, attempts, "waiting for kafka");
+                }
+                readiness.set("kafka", false, e.to_string());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                tracing::info!("shutdown while waiting for kafka");
+                return Ok(None);
+            }
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use schema::loki::codec::{encode_json, encode_json_gzip, DecodeError, EncodeError};
 use schema::loki::encoded::EncodedEntries;
+use service::config::ExposeSecret;
 use thiserror::Error;
 
 use crate::config::{ConsumerConfig, Encoding};
@@ -172,13 +173,19 @@ impl LokiClient {
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         } else if !config.loki_bearer_token.is_empty() {
-            let mut v =
-                HeaderValue::from_str(&format!("Bearer {}", config.loki_bearer_token.expose()))
-                    .map_err(|_| ClientError::Header("loki_bearer_token"))?;
+            let mut v = HeaderValue::from_str(&format!(
+                "Bearer {}",
+                config.loki_bearer_token.expose_secret()
+            ))
+            .map_err(|_| ClientError::Header("loki_bearer_token"))?;
             v.set_sensitive(true);
             headers.insert(AUTHORIZATION, v);
         } else if !config.loki_username.is_empty() {
-            let raw = format!("{}:{}", config.loki_username, config.loki_password.expose());
+            let raw = format!(
+                "{}:{}",
+                config.loki_username,
+                config.loki_password.expose_secret()
+            );
             let mut v = HeaderValue::from_str(&format!("Basic {}", encode_base64(raw.as_bytes())))
                 .map_err(|_| ClientError::Header("loki_username"))?;
             v.set_sensitive(true);
@@ -225,12 +232,7 @@ impl LokiClient {
         match (self.encoding, self.gzip) {
             (Encoding::Protobuf, _) => {
                 let body = RAW.with_borrow_mut(|raw| {
-                    raw.clear();
-                    entries.write_push(labels, range, raw);
-                    let mut out = vec![0; snap::raw::max_compress_len(raw.len())];
-                    let n = SNAPPY.with_borrow_mut(|snappy| snappy.compress(raw, &mut out))?;
-                    out.truncate(n);
-                    Ok::<_, EncodeError>(out)
+                    SNAPPY.with_borrow_mut(|snappy| entries.snappy_push(labels, range, raw, snappy))
                 })?;
                 Ok(Bytes::from(body))
             }

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use consumer::audit::AuditArgs;
-use consumer::redrive::{Ending, RedriveArgs};
-use consumer::ConsumerConfig;
+use consumer::{AuditArgs, ConsumerConfig, Ending, RedriveArgs, RedriveError};
 
 /// Consumes JSON log records from Kafka and pushes them to Grafana Loki, committing offsets
 /// only after Loki (or the dead-letter topic) has them.
@@ -76,7 +74,7 @@ fn main() -> ExitCode {
         Command::Healthcheck { port, ready } => {
             let port = port.unwrap_or_else(|| {
                 service::config::load::<ConsumerConfig>(None, &env)
-                    .map(|c| c.http_listen.port())
+                    .map(|c| c.service.http_listen.port())
                     .unwrap_or(8001)
             });
             let path = if ready { "/readyz" } else { "/healthz" };
@@ -92,7 +90,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("consumer: {e:#}");
-                ExitCode::from(78)
+                ExitCode::from(EXIT_CONFIG)
             }
         },
         Command::Redrive(args) => redrive(*args, &env),
@@ -102,43 +100,6 @@ fn main() -> ExitCode {
 
 /// Exit status of an audit that found missing records.
 const EXIT_MISSING: u8 = 3;
-
-fn audit(args: AuditArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
-    let config = match configure(args.config.as_deref(), env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("consumer audit: {e:#}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("consumer audit: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let shutdown = service::shutdown::on_signal();
-        consumer::audit::audit(config, args, shutdown).await
-    });
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    match result {
-        Ok(outcome) => {
-            print!("{}", outcome.report);
-            if outcome.missing == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_MISSING)
-            }
-        }
-        Err(e) => {
-            eprintln!("consumer audit: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// Exit status of a tool that stopped before its end: run it again to go on (EX_TEMPFAIL).
 const EXIT_AGAIN: u8 = 75;
 /// Exit status for bad usage (as clap's).
@@ -153,12 +114,7 @@ fn configure(
 ) -> anyhow::Result<ConsumerConfig> {
     let config: ConsumerConfig = service::config::load(file, env)?;
     config.validate()?;
-    let format = if config.log_format.is_empty() {
-        service::telemetry::LogFormat::from_env(None)
-    } else {
-        service::telemetry::LogFormat::from_env(Some(&config.log_format))
-    };
-    service::telemetry::init(&config.log_level, format);
+    service::telemetry::init(&config.service.log_level, config.service.log_format());
     Ok(config)
 }
 
@@ -188,7 +144,7 @@ fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -
     };
     let result = runtime.block_on(async move {
         let shutdown = service::shutdown::on_signal();
-        consumer::redrive::redrive(config, args, shutdown).await
+        consumer::redrive(config, args, shutdown).await
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     match result {
@@ -199,16 +155,52 @@ fn redrive(args: RedriveArgs, env: &std::collections::HashMap<String, String>) -
                 Ending::Interrupted | Ending::Rebalanced => ExitCode::from(EXIT_AGAIN),
             }
         }
-        Err(e @ consumer::redrive::RedriveError::Busy { .. }) => {
+        Err(e @ RedriveError::Busy { .. }) => {
             eprintln!("consumer redrive: {e}");
             ExitCode::from(EXIT_AGAIN)
         }
-        Err(e @ consumer::redrive::RedriveError::GroupName(_)) => {
+        Err(e @ RedriveError::GroupName(_)) => {
             eprintln!("consumer redrive: {e}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             eprintln!("consumer redrive: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit(args: AuditArgs, env: &std::collections::HashMap<String, String>) -> ExitCode {
+    let config = match configure(args.config.as_deref(), env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("consumer audit: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("consumer audit: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = service::shutdown::on_signal();
+        consumer::audit(config, args, shutdown).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(outcome) => {
+            print!("{}", outcome.report);
+            if outcome.missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_MISSING)
+            }
+        }
+        Err(e) => {
+            eprintln!("consumer audit: {e}");
             ExitCode::FAILURE
         }
     }

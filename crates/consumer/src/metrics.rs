@@ -446,6 +446,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A tenant's metric label is in use: its series start at 0.
+    pub fn tenant_seen(&self, tenant: &str) {
+        self.tenant_records_pushed.with_label_values(&[tenant]);
+        for reason in RetryReason::ALL {
+            self.tenant_push_retries
+                .with_label_values(&[tenant, reason.as_str()]);
+        }
+    }
+
     /// Records of `tenant` (its metric label) were acknowledged.
     pub fn tenant_pushed(&self, tenant: &str, records: usize) {
         self.tenant_records_pushed

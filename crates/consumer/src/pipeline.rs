@@ -85,7 +85,7 @@ impl Pipeline {
         let (starts_tx, starts_rx) = mpsc::unbounded_channel();
         Self {
             consumer,
-            topic: config.kafka_topic.clone(),
+            topic: config.kafka.topic.clone(),
             tracker: OffsetTracker::new(),
             gaps: Gaps::default(),
             intake: Intake::new(config, shared.metrics.clone()),
@@ -98,7 +98,7 @@ impl Pipeline {
             inflight: InFlight::new(shared),
             consumed: 0,
             consumed_unreported: 0,
-            shutdown_timeout: config.shutdown_timeout,
+            shutdown_timeout: config.service.shutdown_timeout,
             from_earliest: config.kafka_auto_offset_reset == "earliest",
             starts_tx,
             starts_rx,

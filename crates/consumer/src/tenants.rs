@@ -16,6 +16,7 @@ use schema::LogRecord;
 use tokio::sync::Semaphore;
 
 use crate::config::ConsumerConfig;
+use crate::metrics::Metrics;
 use crate::retry::Gate;
 
 /// The metric label of tenants beyond the series cap.
@@ -74,11 +75,13 @@ pub(crate) struct Tenants {
     named_series: usize,
     in_flight: usize,
     backoff: (std::time::Duration, std::time::Duration),
+    metrics: Metrics,
 }
 
 impl Tenants {
-    /// Tenants for these settings (`loki_tenant_id` validated at load).
-    pub(crate) fn new(config: &ConsumerConfig) -> Self {
+    /// Tenants for these settings (`loki_tenant_id` validated at load); each tenant's metric
+    /// series start at 0 when it is first seen.
+    pub(crate) fn new(config: &ConsumerConfig, metrics: Metrics) -> Self {
         let backoff = (config.retry_min_backoff, config.retry_max_backoff);
         let fixed = config.loki_tenant_id.trim();
         let default = Arc::new(Tenant {
@@ -92,6 +95,7 @@ impl Tenants {
             permits: Semaphore::new(config.max_in_flight_pushes),
             accepted: AtomicU64::new(0),
         });
+        metrics.tenant_seen(&default.label);
         Self {
             field: Some(config.loki_tenant_field.trim().to_owned()).filter(|f| !f.is_empty()),
             default,
@@ -100,6 +104,7 @@ impl Tenants {
             named_series: 0,
             in_flight: config.max_in_flight_pushes,
             backoff,
+            metrics,
         }
     }
 
@@ -136,6 +141,7 @@ impl Tenants {
             } else {
                 Arc::from(OTHER_TENANT)
             };
+            self.metrics.tenant_seen(&label);
             let index = u32::try_from(self.by_name.len() + 1).unwrap_or(u32::MAX);
             let tenant = Arc::new(Tenant {
                 index,
@@ -166,6 +172,12 @@ mod tests {
         format!(r#"{{"timestamp":1,"level":"info","service":"a","message":"m"{extra}}}"#)
     }
 
+    fn tenants(config: &ConsumerConfig) -> Tenants {
+        let metrics =
+            Metrics::new(&prometheus::Registry::new(), "g", "t", false).expect("metrics register");
+        Tenants::new(config, metrics)
+    }
+
     fn config(field: &str, fixed: &str, max_series: usize) -> ConsumerConfig {
         ConsumerConfig {
             loki_tenant_field: field.into(),
@@ -177,7 +189,7 @@ mod tests {
 
     #[test]
     fn without_a_field_every_record_has_the_fixed_tenant() {
-        let mut t = Tenants::new(&config("", "team-a", 10));
+        let mut t = tenants(&config("", "team-a", 10));
         let r = rec(r#","team":"team-b""#);
         let tenant = t.of(&schema::parse_record(&r).unwrap()).unwrap();
         assert_eq!(&*tenant.name, "team-a");
@@ -185,13 +197,13 @@ mod tests {
             tenant.header.as_ref().map(|h| h.to_str().unwrap()),
             Some("team-a")
         );
-        let none = Tenants::new(&config("", "", 10));
+        let none = tenants(&config("", "", 10));
         assert!(none.default_tenant().header.is_none(), "no header at all");
     }
 
     #[test]
     fn the_field_names_the_tenant_and_records_without_it_get_the_fixed_one() {
-        let mut t = Tenants::new(&config("team", "shared", 10));
+        let mut t = tenants(&config("team", "shared", 10));
         let b = rec(r#","team":"team-b""#);
         let tb = t.of(&schema::parse_record(&b).unwrap()).unwrap().clone();
         assert_eq!(&*tb.name, "team-b");
@@ -208,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_value_loki_would_refuse_is_reported_not_sent() {
-        let mut t = Tenants::new(&config("team", "", 10));
+        let mut t = tenants(&config("team", "", 10));
         let bad = rec(r#","team":"a|b""#);
         let refused = t.of(&schema::parse_record(&bad).unwrap()).unwrap_err();
         assert_eq!(refused.error, TenantIdError::Multiple);
@@ -217,7 +229,7 @@ mod tests {
 
     #[test]
     fn tenants_beyond_the_series_cap_are_counted_as_other() {
-        let mut t = Tenants::new(&config("team", "", 2));
+        let mut t = tenants(&config("team", "", 2));
         let labels: Vec<String> = ["t1", "t2", "t3", "t4"]
             .iter()
             .map(|name| {

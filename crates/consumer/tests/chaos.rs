@@ -532,21 +532,27 @@ async fn failing_offset_commits_never_commit_past_undelivered_data_and_recover_o
         .unwrap();
 
     let config = consumer::ConsumerConfig {
-        kafka_bootstrap_servers: bootstrap.clone(),
-        kafka_topic: topic.clone(),
+        kafka: service::config::KafkaSettings {
+            bootstrap_servers: bootstrap.clone(),
+            topic: topic.clone(),
+            ..Default::default()
+        },
+        service: service::config::ServiceSettings {
+            http_listen: "127.0.0.1:0".parse().unwrap(),
+            environment: "test".into(),
+            ..consumer::ConsumerConfig::default().service
+        },
         kafka_dlq_topic: dlq.clone(),
         kafka_group_id: group.clone(),
         kafka_commit_interval: Duration::from_millis(200),
         kafka_session_timeout: Duration::from_secs(6),
         loki_url: loki.url().to_owned(),
-        http_listen: "127.0.0.1:0".parse().unwrap(),
         batch_max_wait: Duration::from_millis(200),
         batch_max_records: 100,
         retry_min_backoff: Duration::from_millis(50),
         retry_max_backoff: Duration::from_millis(300),
         loki_ready_interval: Duration::from_millis(200),
         lag_interval: Duration::from_millis(500),
-        environment: "test".into(),
         ..consumer::ConsumerConfig::default()
     };
     let app = spawn_app(config);

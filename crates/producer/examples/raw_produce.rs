@@ -58,11 +58,9 @@ fn main() -> anyhow::Result<()> {
     let with_key = flags.iter().any(|f| *f == "--key");
     let with_headers = flags.iter().any(|f| *f == "--headers");
     let headers = producer::record_headers();
-    let config = producer::ProducerConfig {
-        kafka_bootstrap_servers: (*bootstrap).clone(),
-        kafka_topic: (*topic).clone(),
-        ..producer::ProducerConfig::default()
-    };
+    let mut config = producer::ProducerConfig::default();
+    config.kafka.bootstrap_servers = (*bootstrap).clone();
+    config.kafka.topic = (*topic).clone();
     let producer: ThreadedProducer<Counter> = producer::client_config(&config)
         .create_with_context(Counter::default())
         .context("cannot create the producer")?;

@@ -108,13 +108,13 @@ pub async fn run(
     )?;
     let metrics = Arc::new(Metrics::register(
         &registry,
-        config.feature_enhanced_metrics,
+        config.service.feature_enhanced_metrics,
     )?);
     tracing::info!(
         version = VERSION,
-        environment = %config.environment,
-        topic = %config.kafka_topic,
-        bootstrap = %service::redact::url_credentials(&config.kafka_bootstrap_servers),
+        environment = %config.service.environment,
+        topic = %config.kafka.topic,
+        bootstrap = %service::redact::url_credentials(&config.kafka.bootstrap_servers),
         ingest_auth = config.ingest_auth(),
         flags = ?flags,
         "producer starting"
@@ -123,7 +123,19 @@ pub async fn run(
     app.run(shutdown).await
 }
 
-/// A started, not yet running producer: port bound, Kafka reachable, topic present.
+impl RunError {
+    /// The configuration cannot work (a refused librdkafka setting, a topic that does not exist
+    /// and may not be created): `producer run` exits with `EX_CONFIG` (78), as for an invalid
+    /// setting. Kafka being unreachable is not one: the producer waits for it.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::Sink(SinkError::Client(_) | SinkError::TopicMissing(_))
+        )
+    }
+}
+
+/// A started, not yet running producer: port bound, Kafka client created (not yet connected).
 pub struct App {
     config: ProducerConfig,
     options: RunOptions,
@@ -143,7 +155,8 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// Binds the HTTP port, creates the Kafka producer and checks (or creates) the topic.
+    /// Binds the HTTP port and creates the Kafka producer. Kafka is first contacted by
+    /// [`App::run`], once `/healthz` answers.
     pub async fn build(
         config: ProducerConfig,
         options: RunOptions,
@@ -159,11 +172,6 @@ impl App {
             None => None,
         };
         let sink = Arc::new(Sink::new(&config)?);
-        crate::kafka::topic::ensure_topic(
-            &config,
-            options.create_topic || config.kafka_create_topic,
-        )
-        .await?;
         Ok(Self {
             config,
             options,
@@ -179,7 +187,9 @@ impl App {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Runs until the source is done (`--once`) or `shutdown` is cancelled, then drains.
+    /// Serves HTTP (`/healthz` answers at once, `/readyz` once Kafka and the topic are there),
+    /// waits for Kafka and checks (or creates) the topic, then runs until the source is done
+    /// (`--once`) or `shutdown` is cancelled, and drains.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Report, RunError> {
         let App {
             config,
@@ -190,6 +200,7 @@ impl App {
             listener,
         } = self;
         let readiness = Readiness::new();
+        readiness.set("kafka", false, "starting");
         let stop_tasks = CancellationToken::new();
         tokio::spawn(refresh_readiness(
             Arc::clone(&sink),
@@ -233,57 +244,64 @@ impl App {
             ))
         });
 
-        let source_result: Result<Report, RunError> = match &options.source {
-            Source::Http => {
-                shutdown.cancelled().await;
-                Ok(Report::default())
-            }
-            Source::File(file_options) => {
-                let (sink, metrics, config, shutdown) = (
-                    Arc::clone(&sink),
-                    Arc::clone(&metrics),
-                    config.clone(),
-                    shutdown.clone(),
-                );
-                let mut file_options = file_options.clone();
-                file_options.strict |= options.strict;
-                tokio::task::spawn_blocking(move || {
-                    crate::file::run(sink, metrics, &config, &file_options, &shutdown)
-                })
-                .await
-                .map_err(RunError::from)
-                .and_then(|r| r.map_err(RunError::from))
-            }
-            Source::Follow(path) => {
-                let (sink, metrics, config, shutdown, path, strict) = (
-                    Arc::clone(&sink),
-                    Arc::clone(&metrics),
-                    config.clone(),
-                    shutdown.clone(),
-                    path.clone(),
-                    options.strict,
-                );
-                tokio::task::spawn_blocking(move || {
-                    crate::follow::run(sink, metrics, &config, &path, strict, &shutdown)
-                })
-                .await
-                .map_err(RunError::from)
-                .and_then(|r| r.map_err(RunError::from))
-            }
-        };
+        let create = options.create_topic || config.kafka_create_topic;
+        let source_result: Result<Report, RunError> =
+            match wait_for_topic(&config, create, &shutdown).await {
+                Err(e) => Err(e.into()),
+                // Signalled before Kafka answered: nothing was accepted, nothing to drain.
+                Ok(false) => Ok(Report::default()),
+                Ok(true) => match &options.source {
+                    Source::Http => {
+                        shutdown.cancelled().await;
+                        Ok(Report::default())
+                    }
+                    Source::File(file_options) => {
+                        let (sink, metrics, config, shutdown) = (
+                            Arc::clone(&sink),
+                            Arc::clone(&metrics),
+                            config.clone(),
+                            shutdown.clone(),
+                        );
+                        let mut file_options = file_options.clone();
+                        file_options.strict |= options.strict;
+                        tokio::task::spawn_blocking(move || {
+                            crate::file::run(sink, metrics, &config, &file_options, &shutdown)
+                        })
+                        .await
+                        .map_err(RunError::from)
+                        .and_then(|r| r.map_err(RunError::from))
+                    }
+                    Source::Follow(path) => {
+                        let (sink, metrics, config, shutdown, path, strict) = (
+                            Arc::clone(&sink),
+                            Arc::clone(&metrics),
+                            config.clone(),
+                            shutdown.clone(),
+                            path.clone(),
+                            options.strict,
+                        );
+                        tokio::task::spawn_blocking(move || {
+                            crate::follow::run(sink, metrics, &config, &path, strict, &shutdown)
+                        })
+                        .await
+                        .map_err(RunError::from)
+                        .and_then(|r| r.map_err(RunError::from))
+                    }
+                },
+            };
 
         // Stop accepting; requests in progress finish (each waits for its acknowledgements).
         readiness.set_draining();
         server_stop.cancel();
         if let Some(server) = server {
-            match tokio::time::timeout(config.shutdown_timeout, server).await {
+            match tokio::time::timeout(config.service.shutdown_timeout, server).await {
                 Ok(Ok(Ok(()))) => tracing::info!("http server stopped"),
                 Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server failed"),
                 Ok(Err(e)) => tracing::error!(error = %e, "http server task failed"),
                 Err(_) => tracing::warn!("http requests still running at the shutdown timeout"),
             }
         }
-        let timeout = config.shutdown_timeout;
+        let timeout = config.service.shutdown_timeout;
         let flush_sink = Arc::clone(&sink);
         let left = tokio::task::spawn_blocking(move || flush_sink.flush(timeout)).await?;
         stop_tasks.cancel();
@@ -296,6 +314,40 @@ impl App {
             tracing::info!("everything in flight was acknowledged by kafka");
         }
         Ok(report)
+    }
+}
+
+/// Checks (or creates) the topic once Kafka answers: while no broker does, the producer stays
+/// up (live, not ready: the metadata refresher reports the `kafka` check) and tries again every
+/// few seconds, as it does when Kafka goes away later. `Ok(false)` when `shutdown` came first; a
+/// missing topic (without `create`) or a refused setting is an error.
+async fn wait_for_topic(
+    config: &ProducerConfig,
+    create: bool,
+    shutdown: &CancellationToken,
+) -> Result<bool, SinkError> {
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+    let mut attempts: u64 = 0;
+    loop {
+        let checked = tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            r = crate::kafka::topic::ensure_topic(config, create) => r,
+        };
+        match checked {
+            Ok(()) => return Ok(true),
+            Err(e @ SinkError::Unreachable { .. }) => {
+                attempts += 1;
+                // Once at WARN, then every ~minute: the outage is visible in /readyz meanwhile.
+                if attempts == 1 || attempts.is_multiple_of(5) {
+                    tracing::warn!(error = %e, attempts, "waiting for kafka");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(RETRY) => {}
+        }
     }
 }
 

@@ -1,26 +1,36 @@
 //! The producer's settings (DESIGN.md, "Configuration"): one flat [`ProducerConfig`] loaded by
 //! [`service::config::load`] from defaults < TOML file < environment (each key's environment name
-//! is the key in upper case; secrets may come from `<NAME>_FILE`). Every setting is documented in
-//! `crates/producer/CONFIG.md`.
+//! is the key in upper case; secrets may come from `<NAME>_FILE`). The settings it shares with the
+//! consumer are `service::config`'s [`KafkaSettings`] and [`ServiceSettings`]. Every setting is
+//! documented in `crates/producer/CONFIG.md`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use service::config::{ConfigError, Secret};
+use service::config::{ConfigError, KafkaSettings, OptionalAddr, Secret, ServiceSettings};
 
 /// Compression codecs librdkafka accepts for `compression.codec`.
 pub(crate) const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
-/// Every setting of the producer service.
+/// Every setting of the producer service. (No `deny_unknown_fields`, which serde does not
+/// support next to `flatten`: [`service::config::load`] refuses a key no setting has.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ProducerConfig {
-    /// Comma-separated Kafka bootstrap servers (`host:port,...`). Default `localhost:9092`.
-    pub kafka_bootstrap_servers: String,
-    /// Topic records are produced to. Default `logs`.
-    pub kafka_topic: String,
+    /// `kafka_bootstrap_servers`, `kafka_topic` (the topic records are produced to),
+    /// `kafka_extra_properties` (for the producer and its topic check; its delivery settings
+    /// win over them) and `kafka_sasl_password`, as the consumer has them.
+    #[serde(flatten)]
+    pub kafka: KafkaSettings,
+    /// `http_listen` (the HTTP server: `/v1/logs`, `/metrics`, `/healthz`, `/readyz`; empty turns
+    /// it off; default `0.0.0.0:8000`), `log_level`, `log_format`, `environment`,
+    /// `shutdown_timeout` (the longest wait for in-flight records to be acknowledged) and
+    /// `feature_enhanced_metrics` (adds `producer_records_by_level_total{level,service}`), as the
+    /// consumer has them.
+    #[serde(flatten)]
+    pub service: ServiceSettings<OptionalAddr>,
     /// Compression codec: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
     pub kafka_compression: String,
     /// How long librdkafka waits to fill a batch (`linger.ms`), humantime. Default `5ms`.
@@ -44,18 +54,6 @@ pub struct ProducerConfig {
     pub kafka_topic_partitions: i32,
     /// Replication factor of a topic the producer creates. Default `1`.
     pub kafka_topic_replication: i32,
-    /// Extra librdkafka properties, `key=value` pairs separated by commas (e.g.
-    /// `security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=logpipe`), for
-    /// the producer and its topic check. The producer's own delivery settings (`acks`,
-    /// idempotence, compression, queue bounds, ...) win over these. Default empty.
-    #[serde(deserialize_with = "service::config::secret_list")]
-    pub kafka_extra_properties: Vec<String>,
-    /// SASL password for Kafka, when `sasl.username` is set in the extra properties (secret;
-    /// `KAFKA_SASL_PASSWORD_FILE` works). Default empty.
-    pub kafka_sasl_password: Secret,
-    /// Address of the HTTP server (`/v1/logs`, `/metrics`, `/healthz`, `/readyz`); empty turns it
-    /// off. Default `0.0.0.0:8000`.
-    pub http_listen: String,
     /// Bearer token `POST /v1/logs` requires (secret; `INGEST_TOKEN_FILE` works); empty means no
     /// authentication. Default empty.
     pub ingest_token: Secret,
@@ -65,19 +63,6 @@ pub struct ProducerConfig {
     /// Largest record in bytes; a bigger one is rejected as `record_too_large` without being
     /// held in memory. Default `1048576` (1 MiB).
     pub max_record_bytes: usize,
-    /// Log filter (`info`, `debug`, `info,rdkafka=warn`, ...). Default `info`.
-    pub log_level: String,
-    /// Log format: `json` or `text`; empty picks text on a terminal and JSON otherwise.
-    /// Default empty.
-    pub log_format: String,
-    /// Deployment environment name, shown in `/healthz` logs. Default `development`.
-    pub environment: String,
-    /// Adds `producer_records_by_level_total{level,service}`. Default `false`.
-    pub feature_enhanced_metrics: bool,
-    /// Longest wait for in-flight records to be acknowledged at shutdown, humantime.
-    /// Default `30s`.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
     /// Checkpoint file of `--follow`; empty means `<input>.checkpoint` next to the input.
     /// Default empty.
     pub checkpoint_path: String,
@@ -100,8 +85,11 @@ pub struct ProducerConfig {
 impl Default for ProducerConfig {
     fn default() -> Self {
         Self {
-            kafka_bootstrap_servers: "localhost:9092".into(),
-            kafka_topic: "logs".into(),
+            kafka: KafkaSettings::default(),
+            service: ServiceSettings::new(OptionalAddr::from(SocketAddr::from((
+                [0, 0, 0, 0],
+                8000,
+            )))),
             kafka_compression: "lz4".into(),
             kafka_linger: Duration::from_millis(5),
             kafka_queue_max_messages: 20_000,
@@ -111,17 +99,9 @@ impl Default for ProducerConfig {
             kafka_create_topic: false,
             kafka_topic_partitions: 3,
             kafka_topic_replication: 1,
-            kafka_extra_properties: Vec::new(),
-            kafka_sasl_password: Secret::default(),
-            http_listen: "0.0.0.0:8000".into(),
             ingest_token: Secret::default(),
             ingest_max_body_bytes: 5 * 1024 * 1024,
             max_record_bytes: schema::reader::DEFAULT_MAX_RECORD_BYTES,
-            log_level: "info".into(),
-            log_format: String::new(),
-            environment: "development".into(),
-            feature_enhanced_metrics: false,
-            shutdown_timeout: Duration::from_secs(30),
             checkpoint_path: String::new(),
             follow_poll_interval: Duration::from_millis(250),
             metadata_refresh_interval: Duration::from_secs(5),
@@ -147,23 +127,8 @@ impl ProducerConfig {
         fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
             ConfigError::invalid(key, reason)
         }
-        if self.kafka_bootstrap_servers.trim().is_empty() {
-            return Err(invalid("kafka_bootstrap_servers", "must not be empty"));
-        }
-        let topic = &self.kafka_topic;
-        if topic.is_empty()
-            || topic.len() > 249
-            || topic == "."
-            || topic == ".."
-            || !topic
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-        {
-            return Err(invalid(
-                "kafka_topic",
-                format!("{topic:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"),
-            ));
-        }
+        self.kafka.validate()?;
+        self.service.validate()?;
         if !COMPRESSIONS.contains(&self.kafka_compression.as_str()) {
             return Err(invalid(
                 "kafka_compression",
@@ -195,22 +160,11 @@ impl ProducerConfig {
         if self.kafka_topic_replication < 1 {
             return Err(invalid("kafka_topic_replication", "must be at least 1"));
         }
-        // Entries may hold secrets: refused by position, never quoted.
-        service::config::key_value_pairs("kafka_extra_properties", &self.kafka_extra_properties)?;
-        if !self.http_listen.is_empty() && self.http_listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "http_listen",
-                format!("{:?} is not an address like 0.0.0.0:8000", self.http_listen),
-            ));
-        }
         if self.ingest_max_body_bytes == 0 {
             return Err(invalid("ingest_max_body_bytes", "must be at least 1"));
         }
         if self.max_record_bytes < 64 {
             return Err(invalid("max_record_bytes", "must be at least 64"));
-        }
-        if !matches!(self.log_format.as_str(), "" | "json" | "text") {
-            return Err(invalid("log_format", "must be json, text or empty"));
         }
         for (key, d) in [
             ("follow_poll_interval", self.follow_poll_interval),
@@ -227,7 +181,7 @@ impl ProducerConfig {
     /// Whether `POST /v1/logs` requires a token, for the start-up log (never the token):
     /// `bearer_token`, `none` (anyone may post) or `http_off` (no HTTP server).
     pub fn ingest_auth(&self) -> &'static str {
-        if self.http_listen.is_empty() {
+        if self.http_addr().is_none() {
             "http_off"
         } else if self.ingest_token.is_empty() {
             "none"
@@ -238,7 +192,7 @@ impl ProducerConfig {
 
     /// The HTTP address, or `None` when the server is off.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_listen.parse().ok()
+        self.service.http_listen.addr()
     }
 
     /// The checkpoint file for `--follow` of `input`.
@@ -258,7 +212,7 @@ impl ProducerConfig {
     /// The flags that are on, by name, for `/healthz` and `feature_flag{name}`.
     pub fn feature_flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
-        if self.feature_enhanced_metrics {
+        if self.service.feature_enhanced_metrics {
             flags.push("enhanced_metrics".to_owned());
         }
         flags
@@ -268,6 +222,8 @@ impl ProducerConfig {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use service::config::ExposeSecret;
 
     use super::*;
 
@@ -296,10 +252,10 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.kafka_bootstrap_servers, "k1:9092,k2:9092");
+        assert_eq!(c.kafka.bootstrap_servers, "k1:9092,k2:9092");
         assert_eq!(c.kafka_linger, Duration::from_millis(20));
         assert_eq!(c.feature_flags(), ["enhanced_metrics"]);
-        assert_eq!(c.ingest_token.expose(), "t0ken");
+        assert_eq!(c.ingest_token.expose_secret(), "t0ken");
         assert!(!format!("{c:?}").contains("t0ken"));
     }
 
@@ -312,6 +268,13 @@ mod tests {
             ("KAFKA_TOPIC_PARTITIONS", "0", "kafka_topic_partitions"),
             ("KAFKA_LINGER", "soon", "kafka_linger"),
             ("SHUTDOWN_TIMEOUT", "-1", "shutdown_timeout"),
+            ("LOG_FORMAT", "xml", "log_format"),
+            ("KAFKA_BOOTSTRAP_SERVERS", " ", "kafka_bootstrap_servers"),
+            (
+                "FEATURE_ENHANCED_METRICS",
+                "maybe",
+                "feature_enhanced_metrics",
+            ),
         ] {
             let e = ProducerConfig::load(None, &env(&[(name, value)]))
                 .unwrap_err()
@@ -337,14 +300,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.kafka_extra_properties,
+            c.kafka.extra_properties,
             [
                 "security.protocol=SASL_SSL",
                 "sasl.mechanism=SCRAM-SHA-512",
                 "sasl.username=u"
             ]
         );
-        assert_eq!(c.kafka_sasl_password.expose(), "s4sl-pw");
+        assert_eq!(c.kafka.sasl_password.expose_secret(), "s4sl-pw");
         assert!(!format!("{c:?}").contains("s4sl-pw"));
     }
 
@@ -409,8 +372,45 @@ mod tests {
         assert_eq!(c.ingest_auth(), "none");
         c.ingest_token = Secret::new("t0ken");
         assert_eq!(c.ingest_auth(), "bearer_token");
-        c.http_listen = String::new();
+        c.service.http_listen = OptionalAddr::OFF;
         assert_eq!(c.ingest_auth(), "http_off");
+    }
+
+    #[test]
+    fn an_empty_http_listen_turns_the_http_server_off() {
+        let c = ProducerConfig::load(None, &env(&[("HTTP_LISTEN", "")])).unwrap();
+        assert_eq!(c.http_addr(), None);
+        assert_eq!(c.ingest_auth(), "http_off");
+        let c = ProducerConfig::load(None, &env(&[("HTTP_LISTEN", "127.0.0.1:9000")])).unwrap();
+        assert_eq!(
+            c.http_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9000)))
+        );
+        let c = ProducerConfig::load(None, &env(&[])).unwrap();
+        assert_eq!(c.http_addr(), Some(SocketAddr::from(([0, 0, 0, 0], 8000))));
+    }
+
+    #[test]
+    fn a_config_file_sets_own_and_shared_settings_and_refuses_unknown_keys_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("producer.toml");
+        std::fs::write(
+            &f,
+            "kafka_topic = \"app-logs\"\nkafka_linger = \"20ms\"\nhttp_listen = \"\"\n",
+        )
+        .unwrap();
+        let c = ProducerConfig::load(Some(&f), &env(&[("KAFKA_TOPIC", "env-logs")])).unwrap();
+        assert_eq!(c.kafka.topic, "env-logs");
+        assert_eq!(c.kafka_linger, Duration::from_millis(20));
+        assert_eq!(c.http_addr(), None);
+        std::fs::write(&f, "kafka_linger = \"20ms\"\nkafka_lingr = \"5ms\"\n").unwrap();
+        let e = ProducerConfig::load(Some(&f), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`kafka_lingr`") && e.contains("producer.toml, line 2"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) fn run(
         metrics,
         Origin::File,
         shutdown.clone(),
-        config.shutdown_timeout,
+        config.service.shutdown_timeout,
         config.max_logged_errors,
     );
     let mut rate = options.rate.map(RateLimiter::new);
@@ -244,7 +244,7 @@ fn read_batches<R: BufRead>(
         read.batch.clear();
         read.end = None;
         while read.end.is_none() && !read.batch.is_full() {
-            if n % 256 == 0 && shutdown.is_cancelled() {
+            if n.is_multiple_of(256) && shutdown.is_cancelled() {
                 read.end = Some(PassEnd::Interrupted);
                 break;
             }
@@ -356,7 +356,8 @@ fn send_batches(
                 Item::Rejected(e) => d.reject(origin, e),
             }
             in_chunk += 1;
-            if in_chunk >= CHUNK_RECORDS || (rate.is_some() && d.open_records() > 0 && n % 64 == 0)
+            if in_chunk >= CHUNK_RECORDS
+                || (rate.is_some() && d.open_records() > 0 && n.is_multiple_of(64))
             {
                 in_chunk = 0;
                 d.seal(());

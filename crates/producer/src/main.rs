@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use producer::cli::{Cli, Command, HealthcheckArgs, RunArgs, ValidateArgs};
 use producer::ProducerConfig;
-use service::telemetry::{self, LogFormat};
+use service::telemetry;
 
 /// mimalloc serves every allocation of the process: Rust's, and with its `override` feature
 /// librdkafka's `malloc`/`free` too. A Kafka message is allocated by the thread that sends it and
@@ -78,8 +78,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let format = (!config.log_format.is_empty()).then_some(config.log_format.as_str());
-    telemetry::init(&config.log_level, LogFormat::from_env(format));
+    telemetry::init(&config.service.log_level, config.service.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,6 +104,11 @@ fn run(args: RunArgs) -> ExitCode {
             let code = options.exit_code(&report);
             tracing::info!(exit_code = code, "producer stopped: {report}");
             ExitCode::from(code)
+        }
+        Err(e) if e.is_configuration() => {
+            tracing::error!(error = %e, "producer stopped: configuration error");
+            eprintln!("producer: {e}");
+            ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
             tracing::error!(error = %e, "producer failed");

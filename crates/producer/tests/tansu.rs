@@ -121,14 +121,21 @@ async fn a_missing_topic_fails_start_with_one_clear_line() {
         create_topic: false,
         strict: false,
     };
-    let err = App::build(
+    // The port is bound and the client created first (so /healthz answers); the topic check
+    // comes with run, and a missing topic ends it as a configuration error.
+    let app = App::build(
         config(&broker.bootstrap_servers(), &topic),
         options,
         registry,
         metrics,
     )
     .await
-    .unwrap_err();
+    .unwrap();
+    let err = app
+        .run(tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.is_configuration(), "{err}");
     assert!(
         matches!(err, RunError::Sink(producer::SinkError::TopicMissing(_))),
         "{err}"

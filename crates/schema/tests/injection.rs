@@ -11,13 +11,11 @@
 
 use proptest::prelude::*;
 use schema::labels::{LabelPolicy, LabelSet};
-use schema::loki::codec::{
-    decode_json, decode_protobuf, encode_json, encode_protobuf, EncodeError,
-};
+use schema::loki::codec::{decode_json, decode_protobuf, encode_json, EncodeError};
+use schema::loki::encoded::EncodedEntries;
 use schema::loki::label_text;
 use schema::loki::limits::{parse_stream_labels, Limits, SERVICE_NAME};
 use schema::loki::proto::PushRequest;
-use schema::loki::{entry_for, PushBuilder};
 use schema::parse_record;
 
 /// Characters that break naive label rendering, mixed with ordinary ones.
@@ -111,16 +109,25 @@ proptest! {
     fn no_record_field_injects_a_label_in_either_encoding(json in record_json()) {
         let record = parse_record(&json).unwrap();
         let policy = policy();
-        let (labels, entry) = entry_for(&record, &policy);
+        let labels = policy.labels_for(&record);
         let intended: Vec<(String, String)> = labels.pairs().to_vec();
         prop_assert!(intended.iter().all(|(_, v)| !v.is_empty()));
 
-        let mut builder = PushBuilder::new();
-        builder.push(&labels, entry);
-        let push = builder.finish();
+        // The consumer's path: the entry encoded into its stream, the push built from it.
+        let text = labels.to_string();
+        let mut entries = EncodedEntries::new();
+        let metadata = policy.metadata_for(&record);
+        entries.push(
+            record.timestamp.as_nanos(),
+            &record.to_json(),
+            metadata.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            (),
+        );
+        let push = entries.push_request(&text, 0..1).unwrap();
 
         // Protobuf: the label text as sent.
-        let body = encode_protobuf(&push).unwrap();
+        let (mut scratch, mut snappy) = (Vec::new(), snap::raw::Encoder::new());
+        let body = entries.snappy_push(&text, 0..1, &mut scratch, &mut snappy).unwrap();
         let sent = decode_protobuf(&body, usize::MAX).unwrap();
         prop_assert_eq!(as_loki_reads(&sent.streams[0].labels), intended.clone());
 

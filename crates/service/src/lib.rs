@@ -1,5 +1,5 @@
-//! What the producer and the consumer share, and nothing else: layered [`config`] loading,
-//! [`telemetry`] (logging), the [`admin`] HTTP server (`/metrics`, `/healthz`, `/readyz`),
+//! What the producer and the consumer share, and nothing else: layered [`config`] loading and
+//! the settings both have, [`telemetry`] (logging), the [`admin`] HTTP server (`/metrics`, `/healthz`, `/readyz`),
 //! [`shutdown`] signals, the container [`healthcheck`] and the [`redact`]ion of credentials
 //! inside values that are logged.
 

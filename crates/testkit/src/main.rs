@@ -1,6 +1,6 @@
 //! `testkit`: the harness's command line.
 
-use std::io;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +35,24 @@ enum Command {
     /// and reports them (GET /control/stats). Logs go to stderr
     /// (LOG_LEVEL, LOG_FORMAT=json|text).
     Loki(Box<LokiArgs>),
+    /// Print every message of a Kafka topic, read to the end of each partition: its value on
+    /// one line (a record's compact JSON), in partition and offset order.
+    ///
+    /// For tests that check records by content where only a container on the broker's network
+    /// can reach it (`docker compose exec loki testkit topic --bootstrap kafka:29092 logs`).
+    Topic(TopicArgs),
+}
+
+#[derive(Debug, Args)]
+struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Give up when the end of every partition is not reached within this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    within: Duration,
+    /// The topic.
+    topic: String,
 }
 
 #[derive(Debug, Args)]
@@ -95,7 +113,29 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Gen(args) => run_gen(&args),
         Command::Loki(args) => run_loki(&args),
+        Command::Topic(args) => run_topic(&args),
     }
+}
+
+fn run_topic(args: &TopicArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let records = runtime
+        .block_on(testkit::topic::read_topic(
+            &args.bootstrap,
+            &args.topic,
+            testkit::topic::ReadUntil::HighWatermarks,
+            args.within,
+        ))
+        .with_context(|| format!("cannot read topic {:?} from {}", args.topic, args.bootstrap))?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for record in &records {
+        out.write_all(&record.value)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush().context("cannot write the records")
 }
 
 fn run_loki(args: &LokiArgs) -> anyhow::Result<()> {

@@ -1,6 +1,6 @@
-//! Static security checks of a Dockerfile: the final stage runs as a non-root user, no
-//! secret-looking value is baked into `ENV` or `ARG`, and every base image is pinned by a tag
-//! other than `latest` (or by digest).
+//! Static security checks of a Dockerfile: every image it builds (the final stage and any other
+//! target) runs as a non-root user, no secret-looking value is baked into `ENV` or `ARG`, and
+//! every base image is pinned by a tag other than `latest` (or by digest).
 //!
 //! The parser knows what the checks need: comments and parser directives, line continuations,
 //! stages (`FROM image [AS name]`) and the instructions of each.
@@ -131,10 +131,10 @@ pub fn check(what: &str, text: &str) -> Vec<String> {
     let file = parse(text);
     let mut problems = Vec::new();
     let mut say = |line: usize, message: String| problems.push(format!("{what}:{line}: {message}"));
-    let Some(last) = file.stages.last() else {
+    if file.stages.is_empty() {
         say(1, "no FROM: not a Dockerfile".to_owned());
         return problems;
-    };
+    }
 
     // 1. Base images pinned.
     let mut stage_names: Vec<&str> = Vec::new();
@@ -181,20 +181,63 @@ pub fn check(what: &str, text: &str) -> Vec<String> {
         }
     }
 
-    // 3. The final stage runs as a non-root user.
-    let user = last.instructions.iter().rev().find(|i| i.keyword == "USER");
-    match user {
-        None => say(
-            last.from.line,
-            "the final stage sets no USER: the image runs as root".to_owned(),
-        ),
-        Some(user) => {
-            if let Err(why) = non_root_user(&user.args, last) {
-                say(user.line, why);
+    // 3. Every image the file builds to run (the last stage, and any other `--target` that
+    //    sets what it runs) runs as a non-root user.
+    for stage in image_stages(&file) {
+        let user = stage
+            .instructions
+            .iter()
+            .rev()
+            .find(|i| i.keyword == "USER");
+        let which = match &stage.name {
+            Some(name) => format!("stage {name:?}"),
+            None => "the final stage".to_owned(),
+        };
+        match user {
+            None => say(
+                stage.from.line,
+                format!("{which} sets no USER: the image runs as root"),
+            ),
+            Some(user) => {
+                if let Err(why) = non_root_user(&user.args, stage) {
+                    say(user.line, why);
+                }
             }
         }
     }
     problems
+}
+
+/// The stages that are images to run: the last one, and every stage that sets `ENTRYPOINT` or
+/// `CMD` and that no other stage names in `FROM` or `COPY --from` (a multi-target file's other
+/// services; a `test` target that only runs a build step is not one). In file order.
+fn image_stages(file: &Dockerfile) -> Vec<&Stage> {
+    let referenced = |name: &str| {
+        file.stages.iter().any(|s| {
+            s.image.eq_ignore_ascii_case(name)
+                || s.instructions.iter().any(|i| {
+                    i.keyword == "COPY"
+                        && i.args.split_whitespace().any(|a| {
+                            a.strip_prefix("--from=")
+                                .is_some_and(|from| from.eq_ignore_ascii_case(name))
+                        })
+                })
+        })
+    };
+    let count = file.stages.len();
+    file.stages
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            *i + 1 == count
+                || (s
+                    .instructions
+                    .iter()
+                    .any(|i| i.keyword == "ENTRYPOINT" || i.keyword == "CMD")
+                    && s.name.as_deref().is_some_and(|n| !referenced(n)))
+        })
+        .map(|(_, s)| s)
+        .collect()
 }
 
 /// `Ok` when `image` carries a tag other than `latest` or a digest (after substituting global

@@ -1,8 +1,9 @@
-//! Container images and Kubernetes manifests, read statically: every Dockerfile's final stage
-//! runs as a non-root user, bakes no secret into `ENV`/`ARG` and builds on tagged (not
-//! `latest`) base images; every Kubernetes workload under `deploy/k8s` (the base and each
-//! overlay as `kubectl kustomize` renders it) runs as non-root with a read-only root filesystem
-//! and without privilege escalation. The checkers themselves are shown to flag bad input.
+//! Container images and Kubernetes manifests, read statically: every image a Dockerfile builds
+//! (its final stage and any other target that sets what it runs) runs as a non-root user, bakes
+//! no secret into `ENV`/`ARG` and builds on tagged (not `latest`) base images; every Kubernetes
+//! workload under `deploy/k8s` (the base and each overlay as `kubectl kustomize` renders it)
+//! runs as non-root with a read-only root filesystem and without privilege escalation. The
+//! checkers themselves are shown to flag bad input.
 
 #![allow(clippy::unwrap_used)] // Tests may unwrap.
 
@@ -30,6 +31,7 @@ fn dockerfiles(dir: &Path, out: &mut Vec<PathBuf>) {
             || name == "Containerfile"
             || name.starts_with("Dockerfile.")
             || name.ends_with(".Dockerfile")
+            || name.ends_with(".Containerfile")
         {
             out.push(path);
         }
@@ -46,7 +48,11 @@ fn every_dockerfile_runs_as_non_root_on_pinned_bases_without_baked_secrets() {
         .iter()
         .map(|f| f.strip_prefix(&root).unwrap().display().to_string())
         .collect();
-    for expected in ["crates/producer/Dockerfile", "crates/consumer/Dockerfile"] {
+    for expected in [
+        "Dockerfile",
+        "tests/containers/standins/kafka.Containerfile",
+        "tests/containers/standins/loki.Containerfile",
+    ] {
         assert!(
             relative.iter().any(|r| r == expected),
             "{expected} not found among {relative:?}"
@@ -61,13 +67,17 @@ fn every_dockerfile_runs_as_non_root_on_pinned_bases_without_baked_secrets() {
 }
 
 /// The README's memory figures for the consumer assume glibc's arenas capped at 2, which the
-/// image sets in its final stage (where the process runs).
+/// image sets in its own stage (the `consumer` target, where the process runs).
 #[test]
 fn the_consumer_image_caps_glibc_malloc_arenas() {
-    let text = std::fs::read_to_string(repo_root().join("crates/consumer/Dockerfile")).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
     let parsed = dockerfile::parse(&text);
-    let last = parsed.stages.last().expect("a FROM");
-    let env: Vec<&str> = last
+    let consumer = parsed
+        .stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some("consumer"))
+        .expect("a consumer target");
+    let env: Vec<&str> = consumer
         .instructions
         .iter()
         .filter(|i| i.keyword == "ENV")
@@ -88,6 +98,10 @@ fn the_dockerfile_checker_flags_an_image_that_runs_as_root() {
         (
             "non-root only in the builder stage",
             "FROM rust:1-bookworm AS build\nUSER 1000\nFROM debian:bookworm-slim\nCOPY --from=build /a /a\n",
+        ),
+        (
+            "a second target without USER",
+            "FROM debian:bookworm-slim AS one\nUSER 10001\nFROM debian:bookworm-slim AS two\nCMD [\"app\"]\nFROM debian:bookworm-slim\nUSER 10001\n",
         ),
         (
             "a non-root user followed by root",
@@ -112,6 +126,11 @@ fn the_dockerfile_checker_flags_an_image_that_runs_as_root() {
     assert_eq!(dockerfile::check("t", good), Vec::<String>::new());
     let numeric = "FROM debian:bookworm-slim\nUSER 10001:10001\n";
     assert_eq!(dockerfile::check("t", numeric), Vec::<String>::new());
+    // Stages other stages build on or copy from are not images of their own.
+    let targets = "FROM rust:1-bookworm AS build\nRUN true\nFROM scratch AS base\n\
+                   COPY --from=build /a /a\nFROM base AS one\nUSER 10001\nFROM base AS two\n\
+                   USER 10001:10001\n";
+    assert_eq!(dockerfile::check("t", targets), Vec::<String>::new());
 }
 
 #[test]

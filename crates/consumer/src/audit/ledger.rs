@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::{ConsumerConfig, OversizeLines};
 use crate::intake::truncate_line;
+use crate::metrics::Metrics;
 use crate::tenants::Tenants;
 
 /// The stream shown for messages that are not records (they can only be in the DLQ).
@@ -174,11 +175,18 @@ pub(crate) enum Read {
 }
 
 impl Ledger {
-    /// An empty ledger for the consumer's label policy and line rules.
-    pub(crate) fn new(config: &ConsumerConfig) -> Self {
-        Self {
+    /// An empty ledger for the consumer's label policy, tenant and line rules.
+    pub(crate) fn new(config: &ConsumerConfig) -> Result<Self, prometheus::Error> {
+        // The tenant rules count what they see; the audit's counts go nowhere.
+        let metrics = Metrics::new(
+            &prometheus::Registry::new(),
+            &config.kafka_group_id,
+            &config.kafka.topic,
+            false,
+        )?;
+        Ok(Self {
             policy: config.label_policy(),
-            tenants: Tenants::new(config),
+            tenants: Tenants::new(config, metrics),
             default_tenant: config.loki_tenant_id.trim().to_owned(),
             show_tenants: !config.loki_tenant_field.trim().is_empty()
                 || !config.loki_tenant_id.trim().is_empty(),
@@ -191,7 +199,7 @@ impl Ledger {
             stream_ids: HashMap::new(),
             dead: HashSet::new(),
             extra: BTreeMap::new(),
-        }
+        })
     }
 
     /// The label names the policy makes (record labels as Loki names them, and the static
@@ -513,7 +521,7 @@ mod tests {
     }
 
     fn ledger() -> Ledger {
-        Ledger::new(&ConsumerConfig::default())
+        Ledger::new(&ConsumerConfig::default()).unwrap()
     }
 
     fn visibility(committed: &[(i32, i64)]) -> Visibility {
@@ -588,7 +596,7 @@ mod tests {
             oversize_lines: OversizeLines::Truncate,
             ..ConsumerConfig::default()
         };
-        let mut l = Ledger::new(&config);
+        let mut l = Ledger::new(&config).unwrap();
         let long = format!(
             r#"{{"timestamp":"2025-11-24T16:00:00.000000000Z","level":"info","service":"api","message":"{}"}}"#,
             "x".repeat(300)
@@ -606,7 +614,7 @@ mod tests {
             loki_tenant_id: "shared".into(),
             ..ConsumerConfig::default()
         };
-        let mut l = Ledger::new(&config);
+        let mut l = Ledger::new(&config).unwrap();
         let with = |team: &str| {
             format!(
                 r#"{{"timestamp":"2025-11-24T16:00:00Z","level":"info","service":"api","message":"m","team":"{team}"}}"#

@@ -162,6 +162,9 @@ pub enum AuditError {
     /// Options that do not fit the topic.
     #[error("{0}")]
     Usage(String),
+    /// The consumer's tenant rules could not be set up.
+    #[error("setting up the tenant rules: {0}")]
+    Tenants(#[from] prometheus::Error),
     /// A worker task failed.
     #[error("audit task failed: {0}")]
     Task(String),
@@ -329,7 +332,7 @@ pub async fn audit(
     let missing_sample = {
         let (base, topic, missing, cancel) = (
             base.clone(),
-            config.kafka_topic.clone(),
+            config.kafka.topic.clone(),
             tally.missing.clone(),
             shutdown.clone(),
         );
@@ -338,7 +341,7 @@ pub async fn audit(
             .map_err(|e| AuditError::Task(e.to_string()))??
     };
     let report = Report {
-        topic: config.kafka_topic.clone(),
+        topic: config.kafka.topic.clone(),
         dlq_topic: config.kafka_dlq_topic.clone(),
         group: config.kafka_group_id.clone(),
         loki: format!(
@@ -399,13 +402,13 @@ fn read_kafka(
     max_records: usize,
     cancel: &CancellationToken,
 ) -> Result<KafkaSide, AuditError> {
-    let main = Scanner::new(base, &config.kafka_topic)?;
+    let main = Scanner::new(base, &config.kafka.topic)?;
     let partitions = main.partitions()?;
     // First: a message below these offsets is in Loki or the dead-letter topic by now.
     let committed = committed_offsets(
         base,
         &config.kafka_group_id,
-        &config.kafka_topic,
+        &config.kafka.topic,
         &partitions,
     )?;
     let bounds = main.bounds(&partitions, cancel)?;
@@ -416,7 +419,7 @@ fn read_kafka(
                 let b = bounds.get(&r.partition).ok_or_else(|| {
                     AuditError::Usage(format!(
                         "{} has no partition {} (it has {partitions:?})",
-                        config.kafka_topic, r.partition
+                        config.kafka.topic, r.partition
                     ))
                 })?;
                 let to = r.to.unwrap_or(b.end).min(b.end);
@@ -437,7 +440,7 @@ fn read_kafka(
     }
     let total: u64 = ranges.values().map(|(a, b)| (b - a).max(0) as u64).sum();
     let mut progress = Progress::new("messages", total);
-    let mut ledger = Ledger::new(config);
+    let mut ledger = Ledger::new(config)?;
     let mut seen = 0u64;
     let mut overflow = false;
     let mut oldest_ms: Option<i64> = None;
@@ -527,7 +530,7 @@ fn read_dead_letters(
         })
         .collect();
     let spans = ledger.offset_spans();
-    let topic = config.kafka_topic.as_str();
+    let topic = config.kafka.topic.as_str();
     dlq.read(&ranges, cancel, |m| {
         let letter = Letter::of(m);
         if letter.source_topic == Some(topic) {
@@ -700,7 +703,7 @@ mod tests {
 
     #[test]
     fn a_time_scope_is_covered_by_aligned_windows_clipped_to_it_and_to_the_horizon() {
-        let ledger = Ledger::new(&ConsumerConfig::default());
+        let ledger = Ledger::new(&ConsumerConfig::default()).unwrap();
         let scope = Scope::Time {
             since: 150,
             until: 420,

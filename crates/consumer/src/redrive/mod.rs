@@ -258,7 +258,7 @@ impl Run {
         base.set("client.id", "logpipe-redrive");
         let report = Report::new(
             &config.kafka_dlq_topic,
-            &config.kafka_topic,
+            &config.kafka.topic,
             &args.group,
             args.dry_run,
             args.samples,
@@ -338,12 +338,12 @@ impl Run {
         &self,
         start: &BTreeMap<i32, i64>,
     ) -> Result<HashSet<(i32, i64)>, RedriveError> {
-        let main = Scanner::new(&self.base, &self.config.kafka_topic)?;
+        let main = Scanner::new(&self.base, &self.config.kafka.topic)?;
         let parts = main.partitions()?;
         let marks: BTreeMap<i32, Mark> = committed_offsets(
             &self.base,
             &self.args.group,
-            &self.config.kafka_topic,
+            &self.config.kafka.topic,
             &parts,
         )?
         .into_iter()
@@ -389,7 +389,7 @@ impl Run {
             .collect();
         let total = ranges.values().map(|(s, e)| (e - s).max(0) as u64).sum();
         let mut progress = Progress::new("letters", total);
-        let main_topic = self.config.kafka_topic.clone();
+        let main_topic = self.config.kafka.topic.clone();
         let selection = self.selection.clone();
         let report = &mut self.report;
         let mut done = 0u64;
@@ -430,7 +430,7 @@ impl Run {
         let dlq_topic = self.config.kafka_dlq_topic.clone();
         let dlq = Scanner::new(&self.base, &dlq_topic)?;
         let partitions = dlq.partitions()?;
-        let main_parts = Scanner::new(&self.base, &self.config.kafka_topic)?.partitions()?;
+        let main_parts = Scanner::new(&self.base, &self.config.kafka.topic)?.partitions()?;
         let group = GroupMember::join(&self.base, &self.config, &self.args.group, &partitions)?;
         let mut carry = match group.wait_for_all(&partitions, &self.config, &self.shutdown)? {
             Waited::Owner(first) => first,
@@ -440,7 +440,7 @@ impl Run {
         let published_before = self.find_published(&start)?;
         self.report.found_published_before = published_before.len() as u64;
         let producer = self.producer()?;
-        let mut marks = Marks::new(&self.config.kafka_topic, main_parts);
+        let mut marks = Marks::new(&self.config.kafka.topic, main_parts);
         // Before anything is published: copies may now land past the main topic's present end.
         // While copies an interrupted run published wait for their letters' commit, the old
         // bookmarks (before those copies) must stay.
@@ -655,7 +655,7 @@ impl Run {
         }
         let letter = Letter::of(m);
         self.report.read_letter(letter.partition, letter.offset);
-        match self.selection.judge(&letter, &self.config.kafka_topic) {
+        match self.selection.judge(&letter, &self.config.kafka.topic) {
             Verdict::Move { record_ns, .. }
                 if published_before.contains(&(letter.partition, letter.offset)) =>
             {
@@ -701,7 +701,7 @@ impl Run {
         let mut delivered: Vec<Option<(i32, i64)>> = vec![None; moves.len()];
         let mut pending: Vec<usize> = (0..moves.len()).collect();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let topic = self.config.kafka_topic.as_str();
+        let topic = self.config.kafka.topic.as_str();
         let dlq_topic = self.config.kafka_dlq_topic.as_str();
         while !pending.is_empty() {
             let sends = pending.iter().map(|&i| {
@@ -960,7 +960,7 @@ impl GroupMember {
             consumer,
             group: group.to_owned(),
             topic: config.kafka_dlq_topic.clone(),
-            main_topic: config.kafka_topic.clone(),
+            main_topic: config.kafka.topic.clone(),
         })
     }
 

@@ -11,6 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientConfig;
+use service::config::{KafkaSettings, ServiceSettings};
 use testkit::broker::{unique_name, Broker, BrokerOptions};
 use testkit::loki::{LokiConfig, LokiHandle, LokiReceiver};
 use tokio::task::JoinHandle;
@@ -45,21 +46,27 @@ impl Env {
 
     pub fn config(&self, loki: &LokiHandle) -> ConsumerConfig {
         ConsumerConfig {
-            kafka_bootstrap_servers: self.broker.bootstrap_servers(),
-            kafka_topic: self.topic.clone(),
+            kafka: KafkaSettings {
+                bootstrap_servers: self.broker.bootstrap_servers(),
+                topic: self.topic.clone(),
+                ..KafkaSettings::default()
+            },
+            service: ServiceSettings {
+                http_listen: "127.0.0.1:0".parse().expect("addr"),
+                environment: "test".into(),
+                ..ConsumerConfig::default().service
+            },
             kafka_dlq_topic: self.dlq.clone(),
             kafka_group_id: self.group.clone(),
             kafka_commit_interval: Duration::from_millis(200),
             kafka_session_timeout: Duration::from_secs(6),
             loki_url: loki.url().to_owned(),
-            http_listen: "127.0.0.1:0".parse().expect("addr"),
             batch_max_wait: Duration::from_millis(200),
             retry_min_backoff: Duration::from_millis(50),
             retry_max_backoff: Duration::from_millis(500),
             misconfig_retry_interval: Duration::from_millis(300),
             loki_ready_interval: Duration::from_millis(200),
             lag_interval: Duration::from_millis(500),
-            environment: "test".into(),
             ..ConsumerConfig::default()
         }
     }

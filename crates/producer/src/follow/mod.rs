@@ -124,11 +124,11 @@ pub(crate) fn run(
         metrics,
         Origin::File,
         shutdown.clone(),
-        config.shutdown_timeout,
+        config.service.shutdown_timeout,
         config.max_logged_errors,
     );
     let mut committer = Committer::new(checkpoint_path.clone());
-    committer.watermarks = Watermarks::start(&client_config(config), &config.kafka_topic)
+    committer.watermarks = Watermarks::start(&client_config(config), &config.kafka.topic)
         .map_err(|e| tracing::warn!(error = %e, "cannot read the topic's watermarks: a restart after a crash will send again what followed the checkpoint"))
         .ok();
     committer.already = already_sent(&checkpoint_path, &tail, config, queue_max);
@@ -313,7 +313,7 @@ fn already_sent(
     let started = Instant::now();
     match AlreadySent::read(
         &client_config(config),
-        &config.kafka_topic,
+        &config.kafka.topic,
         &ck.kafka_from,
         queue_max,
         RESUME_READ_TIMEOUT,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use service::config::ExposeSecret;
 use subtle::ConstantTimeEq;
 use tower_http::validate_request::ValidateRequest;
 
@@ -47,7 +48,7 @@ impl BearerToken {
         let given = credentials.trim_ascii_start();
         // Unequal lengths answer at once (the length is not the secret); equal ones compare
         // every byte.
-        bool::from(given.ct_eq(self.token.expose().as_bytes()))
+        bool::from(given.ct_eq(self.token.expose_secret().as_bytes()))
     }
 }
 

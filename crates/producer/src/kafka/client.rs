@@ -9,23 +9,9 @@ use crate::config::ProducerConfig;
 
 /// The librdkafka settings every client of the producer shares (the producer, the admin client
 /// of the topic check, `--follow`'s watermark and resume readers): brokers, client id and the
-/// security settings (`kafka_extra_properties`, `kafka_sasl_password`).
+/// security settings (`kafka_extra_properties`, `kafka_sasl_password`), as the consumer's.
 pub(crate) fn base_client_config(config: &ProducerConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka_bootstrap_servers)
-        .set("client.id", "logpipe-producer");
-    // Validated at load; an entry that is not key=value cannot reach here.
-    if let Ok(pairs) =
-        service::config::key_value_pairs("kafka_extra_properties", &config.kafka_extra_properties)
-    {
-        for (k, v) in pairs {
-            c.set(k, v);
-        }
-    }
-    if !config.kafka_sasl_password.is_empty() {
-        c.set("sasl.password", config.kafka_sasl_password.expose());
-    }
-    c
+    config.kafka.client_config("logpipe-producer", &[])
 }
 
 /// The librdkafka settings of the producer (shared with the raw benchmark baseline,
@@ -78,17 +64,16 @@ mod tests {
     use crate::kafka::Sink;
 
     fn secured() -> ProducerConfig {
-        ProducerConfig {
-            kafka_extra_properties: vec![
-                "security.protocol=SASL_SSL".into(),
-                "sasl.mechanism=SCRAM-SHA-512".into(),
-                "sasl.username=logpipe".into(),
-                // An extra property cannot weaken the delivery guarantees.
-                "acks=1".into(),
-            ],
-            kafka_sasl_password: service::config::Secret::new("s4sl-pw"),
-            ..ProducerConfig::default()
-        }
+        let mut config = ProducerConfig::default();
+        config.kafka.extra_properties = vec![
+            "security.protocol=SASL_SSL".into(),
+            "sasl.mechanism=SCRAM-SHA-512".into(),
+            "sasl.username=logpipe".into(),
+            // An extra property cannot weaken the delivery guarantees.
+            "acks=1".into(),
+        ];
+        config.kafka.sasl_password = service::config::Secret::new("s4sl-pw");
+        config
     }
 
     #[test]
@@ -104,7 +89,7 @@ mod tests {
             assert_eq!(c.get("sasl.password"), Some("s4sl-pw"), "{what}");
         }
         assert_eq!(client_config(&config).get("acks"), Some("all"));
-        assert_eq!(ProducerConfig::default().kafka_extra_properties.len(), 0);
+        assert_eq!(ProducerConfig::default().kafka.extra_properties.len(), 0);
         assert_eq!(
             base_client_config(&ProducerConfig::default()).get("sasl.password"),
             None

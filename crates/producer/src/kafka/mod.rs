@@ -111,9 +111,9 @@ impl Sink {
         Ok(Self {
             polling,
             producer,
-            topic: config.kafka_topic.clone(),
+            topic: config.kafka.topic.clone(),
             headers: client::record_headers(),
-            servers: config.kafka_bootstrap_servers.clone(),
+            servers: config.kafka.bootstrap_servers.clone(),
             queue_max: config.kafka_queue_max_messages as usize,
         })
     }

@@ -116,11 +116,9 @@ mod tests {
     fn inline_polling_takes_delivery_reports_over_until_the_guard_drops() {
         let mock = MockKafka::new(1).unwrap();
         mock.create_topic("logs", 3).unwrap();
-        let sink = Sink::new(&ProducerConfig {
-            kafka_bootstrap_servers: mock.bootstrap_servers().to_owned(),
-            ..ProducerConfig::default()
-        })
-        .unwrap();
+        let mut config = ProducerConfig::default();
+        config.kafka.bootstrap_servers = mock.bootstrap_servers().to_owned();
+        let sink = Sink::new(&config).unwrap();
         // Warm up: the first delivery needs metadata and a producer id.
         let first = send(&sink, 10);
         assert!(first.wait_until(Instant::now() + Duration::from_secs(30)));

@@ -41,8 +41,8 @@ pub async fn ensure_topic(config: &ProducerConfig, create: bool) -> Result<(), S
         .create()
         .map_err(SinkError::Client)?;
     let admin = Arc::new(admin);
-    let topic = config.kafka_topic.clone();
-    let servers = config.kafka_bootstrap_servers.clone();
+    let topic = config.kafka.topic.clone();
+    let servers = config.kafka.bootstrap_servers.clone();
     let check = {
         let admin = Arc::clone(&admin);
         let topic = topic.clone();

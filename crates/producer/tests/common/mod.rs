@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 /// A config for tests: the given broker and topic, HTTP on a free port, short intervals.
 pub fn config(bootstrap: &str, topic: &str) -> ProducerConfig {
-    ProducerConfig {
-        kafka_bootstrap_servers: bootstrap.to_owned(),
-        kafka_topic: topic.to_owned(),
-        http_listen: "127.0.0.1:0".to_owned(),
+    let mut config = ProducerConfig {
         follow_poll_interval: Duration::from_millis(50),
         metadata_refresh_interval: Duration::from_millis(500),
-        shutdown_timeout: Duration::from_secs(20),
         ..ProducerConfig::default()
-    }
+    };
+    config.kafka.bootstrap_servers = bootstrap.to_owned();
+    config.kafka.topic = topic.to_owned();
+    config.service.http_listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into();
+    config.service.shutdown_timeout = Duration::from_secs(20);
+    config
 }
 
 /// A running producer app.

@@ -61,7 +61,7 @@ pub fn byte_size(bytes: u64) -> String {
         return "0B".to_owned();
     }
     for (suffix, unit) in UNITS {
-        if bytes % unit == 0 {
+        if bytes.is_multiple_of(unit) {
             return format!("{}{suffix}", bytes / unit);
         }
     }
