@@ -102,22 +102,38 @@ step_bench_check() {
   cargo bench --workspace --locked --no-run
 }
 
+# This run's id: every process it starts inherits it in its environment, so the checks and the
+# cleanup below touch this run's processes only, not another run's on the same machine.
+LOGPIPE_TEST_RUN="${LOGPIPE_TEST_RUN:-$$-$(date +%s%N)}"
+export LOGPIPE_TEST_RUN
+
+# The pids of this run's harness processes (tansu, Prometheus, services under test: they carry
+# the `logpipe-test-` marker or are tansu) that are still alive.
+own_leftovers() {
+  local pid
+  for pid in $(pgrep -f "$LOGPIPE_TOOLS/bin/tansu|logpipe-test-" || true); do
+    [[ "$pid" == "$$" ]] && continue
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "LOGPIPE_TEST_RUN=$LOGPIPE_TEST_RUN"; then
+      echo "$pid"
+    fi
+  done
+}
+
 # Fails when a process started by the tests outlived them.
 check_no_leftovers() {
-  local left
-  left="$(pgrep -af "$LOGPIPE_TOOLS/bin/tansu|logpipe-test-" || true)"
+  local left pid
+  left="$(own_leftovers)"
   if [[ -n "$left" ]]; then
     log "processes left behind by the tests:"
-    printf '%s\n' "$left" >&2
+    for pid in $left; do ps -o pid=,args= -p "$pid" >&2 || true; done
     return 1
   fi
 }
 
 cleanup() {
-  local rc=$?
-  # Harness processes (tansu, Prometheus, consumers) carry the `logpipe-test-` marker in their
-  # command line; none may outlive the run, even when a test was killed mid-way.
-  pkill -KILL -f "logpipe-test-" 2>/dev/null || true
+  local rc=$? pid
+  # None of this run's harness processes may outlive it, even when a test was killed mid-way.
+  for pid in $(own_leftovers); do kill -KILL "$pid" 2>/dev/null || true; done
   exit "$rc"
 }
 

@@ -463,6 +463,7 @@ fn spawn(
         .arg0(format!("{MARKER}{}", spec.name))
         .args(&spec.args)
         .env_clear()
+        .envs(run_marker())
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("HTTP_LISTEN", admin.to_string())
         .env("RUST_BACKTRACE", "1");
@@ -472,6 +473,15 @@ fn spawn(
     )))?;
     Ok((child, run_start))
 }
+
+/// The test run's id (`LOGPIPE_TEST_RUN`, set by `scripts/test.sh`), kept in the environment
+/// of processes started with a cleared one, so that run's cleanup finds them (and only them).
+fn run_marker() -> Option<(&'static str, String)> {
+    std::env::var(RUN_ENV).ok().map(|v| (RUN_ENV, v))
+}
+
+/// The environment variable naming the test run a process belongs to.
+const RUN_ENV: &str = "LOGPIPE_TEST_RUN";
 
 /// How a process that ran to its end finished.
 #[derive(Debug)]
@@ -496,6 +506,7 @@ pub async fn run_to_exit(
     command
         .args(args)
         .env_clear()
+        .envs(run_marker())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .kill_on_drop(true);

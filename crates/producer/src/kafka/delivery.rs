@@ -188,9 +188,32 @@ impl Tracker {
     }
 }
 
-/// The producer context: routes delivery reports to the record's [`Tracker`].
+/// The producer context: routes delivery reports to the record's [`Tracker`], and counts the
+/// records handed to librdkafka and not yet reported (librdkafka's own count, its out-queue
+/// length, also holds requests and events, which made it grow by itself while a broker was
+/// down).
 #[derive(Debug, Default)]
-pub(crate) struct DeliveryContext;
+pub(crate) struct DeliveryContext {
+    in_flight: AtomicU64,
+}
+
+impl DeliveryContext {
+    /// Records handed to librdkafka and not yet reported.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// A record is about to be handed over (counted before, so its report can never come
+    /// first).
+    pub(crate) fn handing_over(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// librdkafka refused the record just counted.
+    pub(crate) fn refused(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl ClientContext for DeliveryContext {}
 
@@ -198,6 +221,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<Tracker>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<Tracker>) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         match result {
             Ok(message) => {
                 let len = message.payload_len() as u64;

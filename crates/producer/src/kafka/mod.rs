@@ -104,7 +104,7 @@ impl Sink {
     /// Creates the producer and its polling thread (does not contact the brokers yet).
     pub fn new(config: &ProducerConfig) -> Result<Self, SinkError> {
         let producer: BaseProducer<DeliveryContext> = client::client_config(config)
-            .create_with_context(DeliveryContext)
+            .create_with_context(DeliveryContext::default())
             .map_err(SinkError::Client)?;
         let producer = Arc::new(producer);
         let polling = PollingThread::start(Arc::clone(&producer)).map_err(SinkError::PollThread)?;
@@ -125,7 +125,7 @@ impl Sink {
 
     /// Records handed to librdkafka and not yet settled.
     pub fn in_flight(&self) -> usize {
-        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
+        usize::try_from(self.producer.context().in_flight()).unwrap_or(usize::MAX)
     }
 
     /// The queue capacity in messages.
@@ -141,6 +141,7 @@ impl Sink {
         tracker: &Arc<Tracker>,
     ) -> Result<(), SendError> {
         tracker.enqueue();
+        self.producer.context().handing_over();
         let record = BaseRecord::with_opaque_to(&self.topic, Arc::clone(tracker))
             .key(key)
             .payload(value)
@@ -148,6 +149,7 @@ impl Sink {
         match self.producer.send(record) {
             Ok(()) => Ok(()),
             Err((e, _)) => {
+                self.producer.context().refused();
                 tracker.unenqueue();
                 Err(match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::QueueFull) => SendError::QueueFull,
