@@ -243,7 +243,7 @@ impl Intake {
 }
 
 /// Cuts a line to at most `max` bytes on a character boundary, marking the cut.
-fn truncate_line(line: &str, max: usize) -> String {
+pub(crate) fn truncate_line(line: &str, max: usize) -> String {
     const MARK: &str = "…[truncated]";
     let mut end = max.saturating_sub(MARK.len()).min(line.len());
     while !line.is_char_boundary(end) {

@@ -9,6 +9,7 @@
 //! `tenants` (a record's tenant, per-tenant back-off and in-flight limits), `dlq`, `retry`,
 //! `metrics` and the admin server from the `service` crate.
 
+mod audit;
 mod batch;
 mod config;
 mod deliver;
@@ -22,9 +23,14 @@ mod kafka;
 mod labels;
 mod loki;
 mod metrics;
+mod moment;
 mod offsets;
+mod output;
 mod pipeline;
+mod progress;
+mod redrive;
 mod retry;
+mod scan;
 mod tenants;
 
 use std::sync::Arc;
@@ -33,11 +39,17 @@ use service::admin::{self, AdminState, Readiness};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+pub use audit::{audit, AuditArgs, AuditError, OffsetRange, Outcome as AuditOutcome, QueryError};
 pub use config::{ConsumerConfig, Encoding, OversizeLines};
 pub use kafka::KafkaSetupError;
 pub use loki::ClientError;
 pub use metrics::Metrics;
+pub use moment::Moment;
+pub use output::Format;
 pub use pipeline::Summary;
+pub use redrive::{
+    redrive, Ending, Outcome as RedriveOutcome, RedriveArgs, RedriveError, DEFAULT_GROUP,
+};
 
 /// Why the service could not start or run.
 #[derive(Debug, Error)]

@@ -132,6 +132,7 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct LokiClient {
     http: reqwest::Client,
+    base: reqwest::Url,
     push_url: reqwest::Url,
     ready_url: reqwest::Url,
     encoding: Encoding,
@@ -214,6 +215,7 @@ impl LokiClient {
         Ok(Self {
             http: builder.build()?,
             push_url: join("/loki/api/v1/push"),
+            base: base.clone(),
             ready_url: join("/ready"),
             encoding: config.loki_encoding,
             gzip: config.loki_gzip,
@@ -295,6 +297,15 @@ impl LokiClient {
         };
         let outcome = classify(status, retry_after, body);
         (outcome, Some(status), started.elapsed())
+    }
+
+    /// A GET of `path` under Loki's base URL with the pushes' credentials (the audit's
+    /// queries, `crate::audit::query`, which name the tenant).
+    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let mut u = self.base.clone();
+        let p = format!("{}{}", u.path().trim_end_matches('/'), path);
+        u.set_path(&p);
+        self.http.get(u)
     }
 
     /// GETs Loki's `/ready`; `Err` with the reason when not ready.

@@ -1,6 +1,6 @@
 //! The Kafka wire form of a record (DESIGN.md, "Kafka message"): key = `service`, value = the
 //! canonical compact JSON, headers `schema-version: 1` and `content-type: application/json`;
-//! plus the header names of dead-letter messages.
+//! plus the header names of dead-letter messages and of records re-published from them.
 
 use thiserror::Error;
 
@@ -34,6 +34,15 @@ pub const DLQ_HEADER_SOURCE_TOPIC: &str = "dlq-source-topic";
 pub const DLQ_HEADER_SOURCE_PARTITION: &str = "dlq-source-partition";
 /// Dead-letter header: the offset the message had.
 pub const DLQ_HEADER_SOURCE_OFFSET: &str = "dlq-source-offset";
+
+/// Header of a record re-published from the dead-letter topic (`consumer redrive`): the
+/// dead-letter topic it came from. The consumer ignores it; the redrive uses it to recognise
+/// its own copies after a crash.
+pub const REDRIVE_HEADER_TOPIC: &str = "redriven-from-topic";
+/// Redrive header: the dead letter's partition.
+pub const REDRIVE_HEADER_PARTITION: &str = "redriven-from-partition";
+/// Redrive header: the dead letter's offset.
+pub const REDRIVE_HEADER_OFFSET: &str = "redriven-from-offset";
 
 /// The message key of a record: its service, so one service's records stay in order on one
 /// partition.

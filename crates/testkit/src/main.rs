@@ -31,7 +31,8 @@ enum Command {
     /// /ready and /metrics on --listen. Options that mirror a Loki flag also answer to its name
     /// (--max-recv-msg-size, --per-stream-rate-limit 64KB, --max-global-streams-per-user…). The control API on --control-listen changes faults at
     /// run time (GET/PUT/DELETE /control/faults, JSON), clears the store and counters
-    /// (POST /control/reset) and reports them (GET /control/stats). Logs go to stderr
+    /// (POST /control/reset), removes entries as if Loki had lost them (POST /control/delete)
+    /// and reports them (GET /control/stats). Logs go to stderr
     /// (LOG_LEVEL, LOG_FORMAT=json|text).
     Loki(Box<LokiArgs>),
     /// Print every message of a Kafka topic, read to the end of each partition: its value on

@@ -1,5 +1,5 @@
 //! Reading a whole Kafka topic back with a plain librdkafka client (never the services' code):
-//! every message of every partition, with its partition, offset, key and value.
+//! every message of every partition, with its partition, offset, key, value and headers.
 //!
 //! The end of a partition is found by reading, never from the high watermark alone: tansu 0.6.0
 //! answers ListOffsets (latest) with the base offset of the partition's last record batch plus
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// How long one metadata or watermark request may take.
@@ -75,12 +76,22 @@ pub struct TopicRecord {
     pub key: Vec<u8>,
     /// Its value (empty for a tombstone).
     pub value: Vec<u8>,
+    /// Its headers, in order (a header without a value has an empty one).
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl TopicRecord {
     /// The value as text (lossy UTF-8).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.value).into_owned()
+    }
+
+    /// The value of the first header named `name`, as text (lossy UTF-8).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 }
 
@@ -238,6 +249,14 @@ fn read_blocking(
                     offset: m.offset(),
                     key: m.key().unwrap_or_default().to_vec(),
                     value: m.payload().unwrap_or_default().to_vec(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| (x.key.to_owned(), x.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {

@@ -1549,6 +1549,77 @@ async fn the_control_api_sets_faults_reports_stats_and_resets() {
     assert!(text.contains("loki_receiver_entries_stored 1"), "{text}");
 }
 
+#[tokio::test]
+async fn the_control_api_deletes_exactly_the_entries_named_and_queries_stop_showing_them() {
+    let loki = spawn_default().await;
+    let t = now();
+    let p = request(vec![
+        stream(
+            r#"{service="api"}"#,
+            vec![entry(t, "keep"), entry(t, "gone"), entry(t + 1, "gone")],
+        ),
+        stream(r#"{service="web"}"#, vec![entry(t, "gone")]),
+    ]);
+    assert_eq!(push(&loki, &p).await.status, StatusCode::NO_CONTENT);
+    let c = client();
+    let delete = |body: String| {
+        c.post(format!("{}/control/delete", loki.control_url()))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Every stream loses the entry at that timestamp with that line; nothing else goes.
+    let r = delete(format!(
+        r#"{{"entries":[{{"timestamp":"{t}","line":"gone"}},{{"timestamp":{t},"line":"absent"}}]}}"#
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["removed"], 2);
+    let stored = loki.entries("fake");
+    let mut got: Vec<(i64, &str)> = stored
+        .iter()
+        .map(|e| (e.timestamp, e.line.as_str()))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [(t, "keep"), (t + 1, "gone")]);
+    let start = (t - MIN).to_string();
+    let end = (t + MIN).to_string();
+    let result = query_range(
+        &loki,
+        None,
+        &[
+            ("query", r#"{service=~".+"}"#),
+            ("start", &start),
+            ("end", &end),
+        ],
+    )
+    .await;
+    let mut lines = result_lines(&result);
+    lines.sort();
+    assert_eq!(lines, ["gone", "keep"]);
+    // The handle does the same, and an unknown tenant or a bad body removes nothing.
+    assert_eq!(
+        loki.remove_entries("fake", &[(t + 1, "gone".to_owned())]),
+        1
+    );
+    assert_eq!(loki.remove_entries("nobody", &[(t, "keep".to_owned())]), 0);
+    for bad in [
+        r#"{"entries":[{"timestamp":"soon","line":"keep"}]}"#.to_owned(),
+        r#"{"entries":[{"line":"keep"}]}"#.to_owned(),
+        r#"{"lines":[]}"#.to_owned(),
+    ] {
+        let r = delete(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(lines_of_store(&loki), ["keep"]);
+}
+
+fn lines_of_store(loki: &LokiHandle) -> Vec<String> {
+    loki.entries("fake").into_iter().map(|e| e.line).collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Modes, metrics, service_name
 

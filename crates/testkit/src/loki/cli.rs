@@ -21,8 +21,8 @@ pub struct LokiArgs {
     /// Address of the Loki API (push, query_range, labels, /ready, /metrics).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3100")]
     pub listen: SocketAddr,
-    /// Address of the control API (/control/faults, /control/reset, /control/stats, /metrics);
-    /// it stays up during outages.
+    /// Address of the control API (/control/faults, /control/reset, /control/delete,
+    /// /control/stats, /metrics); it stays up during outages.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3101")]
     pub control_listen: SocketAddr,
     /// Multi-tenant mode (Loki's auth_enabled): every request needs X-Scope-OrgID, else 401

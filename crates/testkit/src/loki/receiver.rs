@@ -186,6 +186,16 @@ impl Receiver {
         self.store().entries(tenant, selector)
     }
 
+    /// Removes `tenant`'s entries with these (timestamp, line) pairs from every stream; returns
+    /// how many entries were removed.
+    pub(crate) fn remove_entries(&self, tenant: &str, entries: &[(i64, String)]) -> usize {
+        let mut store = self.store();
+        entries
+            .iter()
+            .map(|(ts, line)| store.remove(tenant, *ts, line))
+            .sum()
+    }
+
     /// Runs `f` on the store (queries).
     pub(crate) fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         f(&self.store())

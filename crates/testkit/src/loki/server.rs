@@ -366,6 +366,13 @@ impl LokiHandle {
         Ok(self.server.receiver.entries(tenant, Some(&selector)))
     }
 
+    /// Removes `tenant`'s entries with these (timestamp in ns, line) pairs from every stream, as
+    /// if Loki had lost them (the control API's `POST /control/delete`); returns how many
+    /// entries were removed.
+    pub fn remove_entries(&self, tenant: &str, entries: &[(i64, String)]) -> usize {
+        self.server.receiver.remove_entries(tenant, entries)
+    }
+
     /// Counters since start or the last reset.
     pub fn stats(&self) -> Stats {
         self.server.receiver.metrics.stats()

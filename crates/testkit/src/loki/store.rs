@@ -121,6 +121,21 @@ impl Stream {
         self.range(start, end).next().is_some()
     }
 
+    /// Removes every entry at `ts` whose line is `line` (whatever its structured metadata);
+    /// returns how many were removed.
+    pub(crate) fn remove(&mut self, ts: i64, line: &str) -> usize {
+        let Some(slot) = self.entries.get_mut(&ts) else {
+            return 0;
+        };
+        let before = slot.len();
+        slot.retain(|e| e.line != line);
+        let removed = before - slot.len();
+        if slot.is_empty() {
+            self.entries.remove(&ts);
+        }
+        removed
+    }
+
     /// Oldest and newest stored timestamps.
     pub(crate) fn bounds(&self) -> Option<(i64, i64)> {
         let first = *self.entries.keys().next()?;
@@ -176,6 +191,15 @@ impl Store {
     pub(crate) fn clear(&mut self) {
         self.tenants.clear();
         self.stored = 0;
+    }
+
+    /// Removes a tenant's entries at `ts` with line `line` from every stream (as if Loki had
+    /// lost them); returns how many were removed. The stream's ingester state (its newest
+    /// timestamp and last line) is left as it was, as Loki's own deletes leave it.
+    pub(crate) fn remove(&mut self, tenant: &str, ts: i64, line: &str) -> usize {
+        self.tenants.get_mut(tenant).map_or(0, |t| {
+            t.streams.values_mut().map(|s| s.remove(ts, line)).sum()
+        })
     }
 
     /// A tenant's entries in streams selected by `selector` (all when `None`): streams in
@@ -247,6 +271,26 @@ mod tests {
         let got: Vec<_> = s.range(0, 10).map(|(t, e)| (t, e.line.as_str())).collect();
         assert_eq!(got, [(3, "a"), (5, "a"), (5, "b"), (5, "a")]);
         assert_eq!(s.bounds(), Some((3, 5)));
+    }
+
+    #[test]
+    fn removing_takes_every_entry_with_that_timestamp_and_line_and_nothing_else() {
+        let mut s = stream();
+        assert!(s.insert(5, e("a", &[])));
+        assert!(s.insert(5, e("a", &[("k", "1")])));
+        assert!(s.insert(5, e("b", &[])));
+        assert!(s.insert(6, e("a", &[])));
+        assert_eq!(s.remove(5, "a"), 2);
+        assert_eq!(s.remove(5, "a"), 0);
+        assert_eq!(s.remove(7, "a"), 0);
+        let got: Vec<_> = s.iter().map(|(t, e)| (t, e.line.as_str())).collect();
+        assert_eq!(got, [(5, "b"), (6, "a")]);
+        assert_eq!(s.remove(5, "b"), 1);
+        assert_eq!(
+            s.bounds(),
+            Some((6, 6)),
+            "an emptied timestamp leaves no trace"
+        );
     }
 
     #[test]
