@@ -262,30 +262,29 @@ fn consumer_client_config(config: &ConsumerConfig) -> ClientConfig {
                 .max(100)
                 .to_string(),
         )
-        .set("auto.offset.reset", &config.kafka_auto_offset_reset)
-        .set(
-            "session.timeout.ms",
-            config.kafka_session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            (config.kafka_session_timeout.as_millis() / 4)
-                .max(100)
-                .to_string(),
-        )
-        .set(
-            "statistics.interval.ms",
-            config.lag_interval.as_millis().max(100).to_string(),
-        )
-        .set(
-            "partition.assignment.strategy",
-            if config.feature_new_consumer {
-                "cooperative-sticky"
-            } else {
-                "range"
-            },
-        );
+        .set("auto.offset.reset", &config.kafka_auto_offset_reset);
+    set_session_timeout(&mut c, config);
+    c.set(
+        "statistics.interval.ms",
+        config.lag_interval.as_millis().max(100).to_string(),
+    )
+    .set(
+        "partition.assignment.strategy",
+        if config.feature_new_consumer {
+            "cooperative-sticky"
+        } else {
+            "range"
+        },
+    );
     c
+}
+
+/// The group session timeout (`KAFKA_SESSION_TIMEOUT`) and a heartbeat at a quarter of it, for
+/// every group member this service runs (the consumer, the redrive).
+pub(crate) fn set_session_timeout(c: &mut ClientConfig, config: &ConsumerConfig) {
+    let session = config.kafka_session_timeout.as_millis();
+    c.set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 4).max(100).to_string());
 }
 
 fn check_topic(consumer: &LogConsumer, topic: &str, servers: &str) -> Result<(), KafkaSetupError> {

@@ -935,17 +935,8 @@ impl GroupMember {
             // The start (reading where the dead-letter partitions end, looking for an
             // interrupted run's copies) can take minutes on a busy topic before the first poll
             // of letters.
-            .set("max.poll.interval.ms", "1800000")
-            .set(
-                "session.timeout.ms",
-                config.kafka_session_timeout.as_millis().to_string(),
-            )
-            .set(
-                "heartbeat.interval.ms",
-                (config.kafka_session_timeout.as_millis() / 4)
-                    .max(100)
-                    .to_string(),
-            );
+            .set("max.poll.interval.ms", "1800000");
+        crate::kafka::set_session_timeout(&mut c, config);
         let consumer: BaseConsumer<GroupContext> =
             c.create_with_context(GroupContext::default())
                 .map_err(RedriveError::kafka("creating the redrive's group consumer"))?;
