@@ -85,13 +85,13 @@ ensure_k6() {
 # ensure_gitlab_ci_local VERSION — gitlab-ci-local (npm; versions after 4.56 need Node 22)
 # into $LOGPIPE_CACHE/node, with Debian's node and npm and the rsync it copies jobs' files with.
 ensure_gitlab_ci_local() {
-  local want="$1" prefix="$LOGPIPE_CACHE/node" have
+  local version="$1" prefix="$LOGPIPE_CACHE/node" have
   ensure_apt node:nodejs npm:npm rsync:rsync || return 1
   have="$(node -p "require('$prefix/node_modules/gitlab-ci-local/package.json').version" 2>/dev/null || true)"
-  [[ "$have" == "$want" && -x "$prefix/node_modules/.bin/gitlab-ci-local" ]] && return 0
-  _tools_log "npm install gitlab-ci-local@$want into $prefix"
+  [[ "$have" == "$version" && -x "$prefix/node_modules/.bin/gitlab-ci-local" ]] && return 0
+  _tools_log "npm install gitlab-ci-local@$version into $prefix"
   mkdir -p "$prefix"
-  npm install --prefix "$prefix" --no-audit --no-fund --silent "gitlab-ci-local@$want" \
+  npm install --prefix "$prefix" --no-audit --no-fund --silent "gitlab-ci-local@$version" \
     >"$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" 2>&1 \
     || { tail -20 "$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" >&2; return 1; }
 }
