@@ -51,9 +51,16 @@ TAGGED=0
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   local rc=$?
-  # gitlab-ci-local --cleanup removes what each job created; anything left of this run
-  # (a job killed mid-way) carries its gcl- prefix.
-  podman ps -a --format '{{.Names}}' | grep '^gcl-' | xargs -r podman rm -f -t 0 >/dev/null 2>&1 || true
+  # gitlab-ci-local --cleanup removes what each job created. A job killed mid-way leaves its
+  # container (a random name) on volumes named gcl-JOB-ID-build and -tmp: those go; the cache
+  # volumes (--mount-cache) stay for the next run.
+  local id
+  for id in $(podman ps -a -q); do
+    podman inspect --format '{{range .Mounts}}{{.Name}} {{end}}' "$id" 2>/dev/null \
+      | grep -qE '(^| )gcl-[^ ]*-(build|tmp)( |$)' && podman rm -f -t 0 "$id" >/dev/null 2>&1
+  done
+  podman volume ls --format '{{.Name}}' | grep -E '^gcl-.*-(build|tmp)$' \
+    | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   [[ "$TAGGED" == 0 ]] || gitlab_standin_tags remove
   exit "$rc"
 }
