@@ -138,9 +138,9 @@ new = [
     row("container images (`./Dockerfile`, scratch runtime)", None if "image_producer_mb" not in results else
         f"producer {float(results['image_producer_mb']):.1f} MB, consumer {float(results['image_consumer_mb']):.1f} MB [≤ 60 MB]; cold build {float(results['image_cold_build_s']):.0f} s, after a source-only change {float(results['image_source_rebuild_s']):.0f} s",
         "scripts/bench-images.sh"),
-    row("`POST /v1/logs` under load, every accepted record checked in Kafka by id", None if "ingest_records_per_s" not in results else
+    row("`POST /v1/logs` under load (k6), every accepted record checked in Kafka by id", None if "ingest_records_per_s" not in results else
         f"{float(results['ingest_records_per_s']):,.0f} records/s, {results.get('ingest_lost', '?')} lost",
-        "scripts/load-test.sh --duration 20"),
+        "scripts/load-test.sh --duration 20 --no-thresholds"),
 ]
 table = ["", f"Figures from the run of {stamp} (`{command}`), recorded with the others in",
          "[docs/benchmarks.md](docs/benchmarks.md); targets in brackets.", "",
@@ -200,8 +200,8 @@ main() {
     grep '^result ' "$work/consumer.txt" >>"$work/results" || true
   fi
   if [[ ",$parts," == *",load,"* ]]; then
-    log "HTTP ingest load test (20 s)"
-    LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/load-test.sh" --duration 20 >"$work/load.txt" 2>&1 \
+    log "HTTP ingest load test (k6, 20 s steady and a spike)"
+    LOGPIPE_SKIP_BUILD=1 "$ROOT/scripts/load-test.sh" --duration 20 --no-thresholds >"$work/load.txt" 2>&1 \
       || { tail -20 "$work/load.txt" >&2; exit 1; }
     grep '^result ' "$work/load.txt" >>"$work/results" || true
   fi

@@ -2,9 +2,11 @@
 # check-ci.sh — validates the GitLab pipeline (.gitlab-ci.yml) offline, without running a job:
 #   schema      check-jsonschema against GitLab's CI schema (vendor.gitlab-ci)
 #   expand      gitlab-ci-local --list and --preview parse it and expand extends, !reference,
-#               anchors and includes; --list-json evaluates the rules per scenario
+#               anchors and includes; --list-json evaluates the rules per scenario (the only
+#               rule evaluation: ci_invariants.py reads its results)
 #   invariants  scripts/lib/ci_invariants.py over the expanded pipeline (pinned images, manual
-#               production deploy on main only, needs graph, scripts and artifacts, ...)
+#               production deploy on main only, needs graph, scripts and artifacts, the test
+#               suites run through scripts/test.sh, ...)
 #   fixtures    every invariant can fail: each tests/ci/fixtures/pipelines/*.yml goes through the
 #               same expansion and checker and must report exactly the codes its `# expect:` names
 # Installs missing validators into $LOGPIPE_CACHE (venv: check-jsonschema, PyYAML; node:
@@ -18,7 +20,7 @@ readonly ROOT
 readonly VENV="${LOGPIPE_VENV:-$LOGPIPE_CACHE/venv}"
 readonly NODE_PREFIX="${LOGPIPE_NODE:-$LOGPIPE_CACHE/node}"
 readonly GCL_VERSION="4.56.0"
-readonly CHECK_JSONSCHEMA_VERSION="0.39.0"
+readonly CHECK_JSONSCHEMA_VERSION="0.39.0" PYYAML_VERSION="6.0.4"
 readonly GCL="$NODE_PREFIX/node_modules/.bin/gitlab-ci-local"
 readonly FIXTURES="$ROOT/tests/ci/fixtures"
 
@@ -26,14 +28,19 @@ readonly FIXTURES="$ROOT/tests/ci/fixtures"
 # label starting with "main" is a main-branch pipeline (ci_invariants.py --gcl-scenario).
 readonly SCENARIOS=(
   "main-push|CI_PIPELINE_SOURCE=push CI_COMMIT_BRANCH=main"
+  "main-web|CI_PIPELINE_SOURCE=web CI_COMMIT_BRANCH=main"
   "develop-push|CI_PIPELINE_SOURCE=push CI_COMMIT_BRANCH=develop"
   "feature-push|CI_PIPELINE_SOURCE=push CI_COMMIT_BRANCH=feature/x"
   "merge-request|CI_PIPELINE_SOURCE=merge_request_event CI_COMMIT_BRANCH= CI_MERGE_REQUEST_TARGET_BRANCH_NAME=main"
   "schedule|CI_PIPELINE_SOURCE=schedule CI_COMMIT_BRANCH=main"
+  "tag|CI_PIPELINE_SOURCE=push CI_COMMIT_BRANCH= CI_COMMIT_TAG=v1.0.0"
 )
 
 WORK_DIR=""
 FAILED=()
+
+# shellcheck source=scripts/lib/tools.sh
+source "$ROOT/scripts/lib/tools.sh"
 
 usage() {
   cat <<USAGE
@@ -74,18 +81,11 @@ ensure_tools() {
   local install="$1"
   if ! have_python_tools; then
     [[ "$install" == 1 ]] || { err "check-jsonschema / PyYAML missing in $VENV"; return 2; }
-    log "installing check-jsonschema $CHECK_JSONSCHEMA_VERSION and PyYAML into $VENV"
-    [[ -x "$VENV/bin/pip" ]] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-      "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" pyyaml >&2
+    ensure_pip "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "PyYAML==$PYYAML_VERSION" || return 2
   fi
   if ! have_gcl; then
     [[ "$install" == 1 ]] || { err "gitlab-ci-local $GCL_VERSION missing in $NODE_PREFIX"; return 2; }
-    command -v npm >/dev/null 2>&1 || { err "npm is needed to install gitlab-ci-local"; return 2; }
-    log "installing gitlab-ci-local@$GCL_VERSION into $NODE_PREFIX"
-    mkdir -p "$NODE_PREFIX"
-    npm install --prefix "$NODE_PREFIX" --no-audit --no-fund --silent \
-      "gitlab-ci-local@$GCL_VERSION" >&2
+    ensure_gitlab_ci_local "$GCL_VERSION" || return 2
   fi
 }
 
@@ -102,8 +102,8 @@ gcl() {
 # expand_pipeline DIR OUT_PREFIX [--fixture] [--no-scenarios] — writes OUT_PREFIX.list (not for
 # fixtures), .yml (the preview) and one .SCENARIO.json per scenario; prints the --gcl-scenario
 # arguments for ci_invariants.py. Fixtures skip gitlab-ci-local's schema validation (check_schema
-# covers the real file) and, unless they concern production rules, the scenarios: each
-# gitlab-ci-local call costs about a second.
+# covers the real file) and, unless they concern rules (production-rules, needs-absent), the
+# scenarios: each gitlab-ci-local call costs about a second.
 expand_pipeline() {
   local dir="$1" out="$2" fixture=0 scenarios=1 entry label flags var args=() opts=()
   shift 2
@@ -166,7 +166,8 @@ check_fixtures() {
     expected="$(sed -n 's/^# expect: *//p' "$fixture" | head -1)"
     [[ "$expected" == none ]] && expected=""
     extra=(--fixture)
-    [[ -z "$expected" || "$expected" == *gcl-production* ]] || extra+=(--no-scenarios)
+    [[ -z "$expected" || "$expected" == *production-rules* || "$expected" == *needs-absent* ]] \
+      || extra+=(--no-scenarios)
     if ! expand_pipeline "$dir" "$dir/out" "${extra[@]}" >"$dir/scenarios"; then
       err "fixture $name: gitlab-ci-local could not expand it"
       failed=1

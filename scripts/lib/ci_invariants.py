@@ -6,13 +6,15 @@ when there is any (0 when none, 2 on bad input). The codes:
 
   image-unpinned       a job or service image without a version tag (untagged, :latest, a
                        floating tag such as `rust:1` or `alpine`), or with an unresolved variable
-  production-rules     a production deploy job that is not `when: manual` on main, or that can
-                       run anywhere else (its rules are evaluated for main, develop, a feature
-                       branch, a merge request, a schedule and a tag)
+  production-rules     no production deploy job; one with allow_failure or only/except; or one
+                       that gitlab-ci-local's rule evaluation (--list-json per scenario: push and
+                       web pipelines on main, develop, a feature branch, a merge request, a
+                       schedule, a tag) does not make `manual` on main and `never` elsewhere
   needs-tests          a build or deploy job that does not need every test-stage job, directly
                        or through other needs; or a `needs` naming a job that does not exist
   needs-absent         a job that needs a job its rules leave out of the same pipeline (GitLab
-                       then refuses to create the pipeline), checked in every scenario
+                       then refuses to create the pipeline), in every scenario gitlab-ci-local
+                       evaluated
   script-missing       a path under scripts/, tests/, deploy/ or crates/ (or a compose / .env
                        file) that a job's script uses and that is not in the repository
   script-not-executable  a script under scripts/ that a job calls and that is not executable
@@ -28,9 +30,14 @@ when there is any (0 when none, 2 on bad input). The codes:
                        not predefine, and that docs/ci-variables.md does not list
   secret-literal       a variable whose name says secret (PASSWORD, TOKEN, ...) set to a literal
                        value in the YAML instead of a reference to a CI/CD variable
-  gcl-production       gitlab-ci-local's own rule evaluation (--list-json per scenario)
-                       disagrees: the production deploy is not manual on main / not never
-                       elsewhere
+  tests-outside-entry-point  a job that runs the test suites (cargo test, cargo nextest, cargo
+                       llvm-cov) itself instead of through scripts/test.sh, whose steps install
+                       what the suites call (kubectl, tansu, Prometheus...): the job's image alone
+                       lacks them
+
+Rules are never evaluated here: gitlab-ci-local evaluates them (scripts/check-ci.sh passes its
+--list-json output of each scenario as --gcl-scenario LABEL=FILE; a LABEL starting with "main"
+is a main-branch pipeline).
 """
 
 from __future__ import annotations
@@ -94,13 +101,22 @@ def _nextest_junit(ctx: Context, profile: str, target: str, sub: str = "") -> li
 
 KNOWN_OUTPUTS = [
     (re.compile(r"\bcargo\s+nextest\s+run\b.*?--profile[ =](\S+)"),
-     lambda m, ctx, target: _nextest_junit(ctx, m.group(1), target)),
+     lambda m, ctx, target, env: _nextest_junit(ctx, m.group(1), target)),
     (re.compile(r"\bcargo\s+llvm-cov\s+nextest\b.*?--profile[ =](\S+)"),
-     lambda m, ctx, target: _nextest_junit(ctx, m.group(1), target, "llvm-cov-target/")),
+     lambda m, ctx, target, env: _nextest_junit(ctx, m.group(1), target, "llvm-cov-target/")),
     (re.compile(r"\bcargo\s+install\b.*?--root[ =]\"?([^\"\s]+)"),
-     lambda m, ctx, target: [norm(m.group(1)) + "/bin/"]),
+     lambda m, ctx, target, env: [norm(m.group(1)) + "/bin/"]),
     (re.compile(r"(?:^|[\s;&|(])(?:\./)?scripts/bench\.sh\b"),
-     lambda m, ctx, target: ["docs/benchmarks.md"]),
+     lambda m, ctx, target, env: ["docs/benchmarks.md"]),
+    # The test steps of scripts/test.sh run nextest with the ci profile.
+    (re.compile(r"(?:\./)?scripts/test\.sh\s+--only\s+(?:tests|unit|integration|e2e)\b"),
+     lambda m, ctx, target, env: _nextest_junit(ctx, "ci", target)),
+    # Its clippy step writes GitLab's code-quality report where CLIPPY_CODE_QUALITY says.
+    (re.compile(r"(?:\./)?scripts/test\.sh\s+--only\s+clippy\b"),
+     lambda m, ctx, target, env: [norm(expand(env["CLIPPY_CODE_QUALITY"], env))] if env.get("CLIPPY_CODE_QUALITY") else []),
+    # Its cargo-tools step installs into LOGPIPE_TOOLS.
+    (re.compile(r"(?:\./)?scripts/test\.sh\s+--only\s+cargo-tools\b"),
+     lambda m, ctx, target, env: [norm(expand(env["LOGPIPE_TOOLS"], env)) + "/bin/"] if env.get("LOGPIPE_TOOLS") else []),
 ]
 
 # Paths a job's script may use that must exist in the repository.
@@ -320,126 +336,7 @@ def check_images(pipeline: dict, jobs: dict, v: Violations) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# 2. Production deploy: manual, main only.  A small evaluator of GitLab's `rules:if` grammar.
-
-TOKEN = re.compile(
-    r"\s*(?:(?P<var>\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)|(?P<str>\"[^\"]*\"|'[^']*')"
-    r"|(?P<re>/(?:\\.|[^/])*/[a-z]*)|(?P<op>==|!=|=~|!~|&&|\|\||\(|\))|(?P<null>null))"
-)
-
-
-def _tokens(expr: str) -> list[tuple[str, str]]:
-    pos, out = 0, []
-    expr = expr.strip()
-    while pos < len(expr):
-        m = TOKEN.match(expr, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"cannot parse rule expression at: {expr[pos:]!r}")
-        kind = m.lastgroup
-        out.append((kind, m.group(kind)))
-        pos = m.end()
-    return out
-
-
-def evaluate(expr: str, env: dict[str, str]) -> bool:
-    toks = _tokens(expr)
-    pos = 0
-
-    def peek() -> tuple[str, str] | None:
-        return toks[pos] if pos < len(toks) else None
-
-    def take() -> tuple[str, str]:
-        nonlocal pos
-        pos += 1
-        return toks[pos - 1]
-
-    def value(tok: tuple[str, str]) -> object:
-        kind, text = tok
-        if kind == "var":
-            return env.get(text.strip("${}"))
-        if kind == "str":
-            return text[1:-1]
-        if kind == "null":
-            return None
-        if kind == "re":
-            return text
-        raise ValueError(f"unexpected {text!r}")
-
-    def primary() -> bool:
-        tok = take()
-        if tok == ("op", "("):
-            result = disjunction()
-            take()
-            return result
-        left = value(tok)
-        nxt = peek()
-        if nxt and nxt[0] == "op" and nxt[1] in ("==", "!=", "=~", "!~"):
-            op = take()[1]
-            right = value(take())
-            if op in ("==", "!="):
-                equal = left == right  # an undefined variable is null, equal only to null
-                return equal if op == "==" else not equal
-            pattern = str(right)
-            body, _, flags = pattern[1:].rpartition("/")
-            matched = left is not None and re.search(body, str(left), re.I if "i" in flags else 0)
-            return bool(matched) if op == "=~" else not matched
-        return bool(left)
-
-    def conjunction() -> bool:
-        result = primary()
-        while peek() == ("op", "&&"):
-            take()
-            right = primary()
-            result = result and right
-        return result
-
-    def disjunction() -> bool:
-        result = conjunction()
-        while peek() == ("op", "||"):
-            take()
-            right = conjunction()
-            result = result or right
-        return result
-
-    return disjunction()
-
-
-def rules_outcome(job: dict, env: dict[str, str]) -> str:
-    """The job's `when` in a pipeline with these variables (never when no rule matches)."""
-    if "only" in job or "except" in job:
-        return "only/except"
-    rules = job.get("rules")
-    if rules is None:
-        return job.get("when", "on_success")
-    for rule in flatten_rules(rules):
-        if "if" in rule and not evaluate(rule["if"], env):
-            continue
-        return rule.get("when", job.get("when", "on_success"))
-    return "never"
-
-
-def flatten_rules(rules: list) -> list[dict]:
-    out: list[dict] = []
-    for rule in rules:
-        if isinstance(rule, list):
-            out.extend(flatten_rules(rule))
-        elif isinstance(rule, dict):
-            out.append(rule)
-    return out
-
-
-# (name, variables, is a main-branch pipeline)
-SCENARIOS = [
-    ("push to main", {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "main"}, True),
-    ("web pipeline on main", {"CI_PIPELINE_SOURCE": "web", "CI_COMMIT_BRANCH": "main"}, True),
-    ("push to develop", {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "develop"}, False),
-    ("push to a feature branch", {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_BRANCH": "feature/x"}, False),
-    ("merge request into main", {"CI_PIPELINE_SOURCE": "merge_request_event",
-                                 "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
-                                 "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "feature/x"}, False),
-    ("schedule on main", {"CI_PIPELINE_SOURCE": "schedule", "CI_COMMIT_BRANCH": "main"}, False),
-    ("tag", {"CI_PIPELINE_SOURCE": "push", "CI_COMMIT_TAG": "v1.0.0"}, False),
-]
+# 2. Production deploy: manual on main, never elsewhere (as gitlab-ci-local evaluates it)
 
 
 def production_jobs(jobs: dict) -> dict[str, dict]:
@@ -447,36 +344,40 @@ def production_jobs(jobs: dict) -> dict[str, dict]:
             if is_deploy_job(j) and env_name(j) == "production" and env_action(j) == "start"}
 
 
-def check_production(pipeline: dict, jobs: dict, v: Violations) -> None:
+MATRIX_NAME = re.compile(r": \[[^\]]*\]$")
+
+
+def load_scenarios(specs: list[str]) -> list[tuple[str, bool, dict[str, str]]]:
+    """(label, is a main pipeline, job -> when) per gitlab-ci-local --list-json file."""
+    out = []
+    for spec in specs:
+        label, _, path = spec.partition("=")
+        listed = json.loads(Path(path).read_text())
+        when: dict[str, str] = {}
+        for job in listed:
+            # A parallel:matrix job is listed once per combination, as `NAME: [VALUES]`.
+            name = MATRIX_NAME.sub("", job["name"])
+            runs = job.get("when", "on_success")
+            if when.get(name, "never") == "never":
+                when[name] = runs
+        out.append((label, label.startswith("main"), when))
+    return out
+
+
+def check_production(jobs: dict, scenarios, v: Violations) -> None:
     prod = production_jobs(jobs)
     if not prod:
         v.add("production-rules", "-", "no deploy-stage job with environment production")
     for name, job in prod.items():
         if job.get("allow_failure") is True:
             v.add("production-rules", name, "allow_failure: true lets the pipeline pass without it")
-        for label, env, on_main in SCENARIOS:
-            outcome = rules_outcome(job, env)
-            if outcome == "only/except":
-                v.add("production-rules", name, "uses only/except; use rules")
-                break
+        if "only" in job or "except" in job:
+            v.add("production-rules", name, "uses only/except; use rules")
+        for label, on_main, when in scenarios:
+            got = when.get(name, "absent")
             want = "manual" if on_main else "never"
-            if outcome != want:
-                v.add("production-rules", name, f"{label}: when is {outcome}, expected {want}")
-
-
-def check_gcl_scenarios(jobs: dict, scenario_files: list[str], v: Violations) -> None:
-    """Cross-check with gitlab-ci-local's evaluation (--list-json), SCENARIO=FILE each."""
-    prod = set(production_jobs(jobs))
-    for spec in scenario_files:
-        label, _, path = spec.partition("=")
-        on_main = label.startswith("main")
-        listed = {j["name"]: j for j in json.loads(Path(path).read_text())}
-        for name in prod:
-            job = listed.get(name)
-            when = job.get("when") if job else "absent"
-            want = "manual" if on_main else "never"
-            if when != want:
-                v.add("gcl-production", name, f"gitlab-ci-local, {label}: when is {when}, expected {want}")
+            if got != want and not (want == "never" and got == "absent"):
+                v.add("production-rules", name, f"gitlab-ci-local, {label}: when is {got}, expected {want}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -530,9 +431,9 @@ def check_needs(pipeline: dict, jobs: dict, v: Violations) -> None:
             v.add("needs-tests", name, f"does not need the test job(s) {', '.join(missing)}")
 
 
-def check_needs_present(jobs: dict, v: Violations) -> None:
-    for label, env, _ in SCENARIOS:
-        runs = {n: rules_outcome(j, env) not in ("never", "only/except") for n, j in jobs.items()}
+def check_needs_present(jobs: dict, scenarios, v: Violations) -> None:
+    for label, _, when in scenarios:
+        runs = {n: when.get(n, "never") != "never" for n in jobs}
         for name, job in jobs.items():
             if not runs[name]:
                 continue
@@ -541,6 +442,22 @@ def check_needs_present(jobs: dict, v: Violations) -> None:
                 optional = isinstance(need, dict) and need.get("optional") is True
                 if target in jobs and not runs[target] and not optional:
                     v.add("needs-absent", name, f"{label}: needs {target}, which does not run then")
+
+
+# ------------------------------------------------------------------------------------------
+# 3b. The test suites run through scripts/test.sh, which installs what they call
+
+SUITE_COMMAND = re.compile(r"\bcargo\s+(?:\+\S+\s+)?(?:test|nextest|llvm-cov)\b")
+
+
+def check_test_entry_point(jobs: dict, v: Violations) -> None:
+    for name, job in jobs.items():
+        for line in script_lines(job):
+            if SUITE_COMMAND.search(line):
+                v.add("tests-outside-entry-point", name,
+                      f"runs the test suites itself ({line.strip()[:60]}): call scripts/test.sh "
+                      "--only tests|unit|integration|e2e, which installs what they need")
+                break
 
 
 # ------------------------------------------------------------------------------------------
@@ -604,7 +521,7 @@ def check_artifacts(ctx: Context, pipeline: dict, jobs: dict, v: Violations) -> 
             for line in lines:
                 for pattern, outputs in KNOWN_OUTPUTS:
                     for m in pattern.finditer(norm_line(line)):
-                        produced.extend(outputs(m, ctx, target))
+                        produced.extend(outputs(m, ctx, target, variables))
             for raw in artifact_paths(job):
                 path = norm(expand(raw, variables))
                 if artifact_produced(path, text, produced):
@@ -744,11 +661,16 @@ def main(argv: list[str]) -> int:
         return 2
     jobs = jobs_of(pipeline)
     v = Violations()
+    try:
+        scenarios = load_scenarios(args.gcl_scenario)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"ci_invariants: cannot read a scenario: {error}", file=sys.stderr)
+        return 2
     check_images(pipeline, jobs, v)
-    check_production(pipeline, jobs, v)
-    check_gcl_scenarios(jobs, args.gcl_scenario, v)
+    check_production(jobs, scenarios, v)
     check_needs(pipeline, jobs, v)
-    check_needs_present(jobs, v)
+    check_needs_present(jobs, scenarios, v)
+    check_test_entry_point(jobs, v)
     check_paths(ctx.root, pipeline, jobs, v)
     check_artifacts(ctx, pipeline, jobs, v)
     check_interruptible(jobs, v)

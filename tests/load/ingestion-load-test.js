@@ -1,11 +1,12 @@
-// k6 load test of the producer's HTTP ingest (POST /v1/logs), run by the GitLab "performance"
-// stage: `k6 run --env PRODUCER_URL=http://producer:8000 tests/load/ingestion-load-test.js`, and
-// by the container tests (tests/containers/load.bats) against the producer image.
+// k6 load test of the producer's HTTP ingest (POST /v1/logs), run by GitLab's load-test job
+// (scripts/load-test.sh --url http://producer:8000 --bootstrap kafka:9092), by
+// scripts/load-test.sh here (against a producer it starts) and by the container tests
+// (tests/containers/load.bats) against the producer image.
 // Each iteration posts one NDJSON batch of realistic records; the producer answers 200 only
 // after Kafka acknowledged them, so the latency measured is ingest-to-durable. Every record
 // carries a unique request_id (k6-<run>-<vu>-<iteration>-<index>); with LOG_ACCEPTED=true each
-// fully accepted batch is logged ("accepted <prefix>"), so a test can find every accepted record
-// in Kafka by identity. The load's shape (not the thresholds) scales by environment: VUS,
+// fully accepted batch is logged ("accepted <prefix>"), so scripts/lib/records.py (--k6-log) can
+// find every accepted record in Kafka by identity. The load's shape (not the thresholds) scales by environment: VUS,
 // STEADY (duration), SPIKE_VUS, SPIKE_STAGE (duration of each spike stage).
 import http from 'k6/http';
 import { check } from 'k6';

@@ -281,59 +281,16 @@ impl Broker {
 
     /// Creates `name` with `partitions` partitions and returns once metadata shows all of them.
     ///
-    /// tansu does not auto-create topics, so every test creates its topics first. Uses the
-    /// Kafka CreateTopics API (rdkafka's `AdminClient`), which tansu implements.
+    /// tansu does not auto-create topics, so every test creates its topics first. See
+    /// [`create_topic`].
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(BrokerError::kafka("cannot create an admin client"))?;
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(BrokerError::kafka(format!("cannot create topic {name:?}")))?;
-        for result in results {
-            result.map_err(|(topic, code)| BrokerError::CreateTopic { topic, code })?;
-        }
-        self.wait_for_topic(name, partitions).await
-    }
-
-    /// Waits until metadata shows `name` with exactly `partitions` partitions.
-    async fn wait_for_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
-        let config = self.client_config();
-        let topic = name.to_owned();
-        let timeout = self.ready_timeout;
-        let visible = tokio::task::spawn_blocking(move || {
-            let Ok(consumer) = config.create::<BaseConsumer>() else {
-                return false;
-            };
-            let deadline = std::time::Instant::now() + timeout;
-            while std::time::Instant::now() < deadline {
-                if let Ok(metadata) = consumer.fetch_metadata(Some(&topic), PROBE_TIMEOUT) {
-                    let shown = metadata.topics().iter().find(|t| t.name() == topic);
-                    if shown.is_some_and(|t| {
-                        t.error().is_none() && t.partitions().len() == partitions as usize
-                    }) {
-                        return true;
-                    }
-                }
-                std::thread::sleep(POLL_INTERVAL);
-            }
-            false
-        })
+        create_topic(
+            &self.bootstrap_servers(),
+            name,
+            partitions,
+            self.ready_timeout,
+        )
         .await
-        .unwrap_or(false);
-        if visible {
-            Ok(())
-        } else {
-            Err(BrokerError::TopicNotVisible {
-                topic: name.to_owned(),
-                partitions,
-                timeout,
-            })
-        }
     }
 
     /// Stops the broker (if it runs) and starts it again on the same port and storage. With
@@ -558,6 +515,72 @@ fn resolve_tansu(
     Err(BrokerError::TansuNotFound {
         searched: format!("{env}, and no `tansu` on PATH"),
     })
+}
+
+/// Creates `name` with `partitions` partitions (replication factor 1) on the Kafka at
+/// `bootstrap` — a [`Broker`] of the harness or any Kafka-compatible cluster, such as the
+/// external Kafka of the e2e suites — and returns once metadata shows all of them, within
+/// `timeout`. Uses the Kafka CreateTopics API (rdkafka's `AdminClient`), which tansu implements.
+pub async fn create_topic(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let admin: AdminClient<DefaultClientContext> = config
+        .create()
+        .map_err(BrokerError::kafka("cannot create an admin client"))?;
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(BrokerError::kafka(format!("cannot create topic {name:?}")))?;
+    for result in results {
+        result.map_err(|(topic, code)| BrokerError::CreateTopic { topic, code })?;
+    }
+    wait_for_topic(config, name, partitions, timeout).await
+}
+
+/// Waits until metadata shows `name` with exactly `partitions` partitions.
+async fn wait_for_topic(
+    config: ClientConfig,
+    name: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
+    let topic = name.to_owned();
+    let visible = tokio::task::spawn_blocking(move || {
+        let Ok(consumer) = config.create::<BaseConsumer>() else {
+            return false;
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(metadata) = consumer.fetch_metadata(Some(&topic), PROBE_TIMEOUT) {
+                let shown = metadata.topics().iter().find(|t| t.name() == topic);
+                if shown.is_some_and(|t| {
+                    t.error().is_none() && t.partitions().len() == partitions as usize
+                }) {
+                    return true;
+                }
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if visible {
+        Ok(())
+    } else {
+        Err(BrokerError::TopicNotVisible {
+            topic: name.to_owned(),
+            partitions,
+            timeout,
+        })
+    }
 }
 
 /// A fresh topic or group name for one test: `prefix` plus a suffix unique on this machine

@@ -44,7 +44,7 @@ impl CommitAudit {
     }
 
     /// Takes a sample now, labelled `label` (what the scenario was doing). A committed-offsets
-    /// query that fails (broker down) is counted, not an error.
+    /// or Loki query that fails (broker down) is counted, not an error.
     pub async fn sample(&mut self, pipeline: &Pipeline, label: &str) {
         self.last = Some(Instant::now());
         let committed = match pipeline.committed().await {
@@ -54,12 +54,13 @@ impl CommitAudit {
                 return;
             }
         };
-        let delivered = pipeline
-            .loki
-            .entries(testkit::loki::FAKE_TENANT)
-            .iter()
-            .map(|entry| line_hash(&entry.line))
-            .collect();
+        let delivered = match pipeline.stored().await {
+            Ok(entries) => entries.iter().map(|entry| line_hash(&entry.line)).collect(),
+            Err(_) => {
+                self.failed_queries += 1;
+                return;
+            }
+        };
         self.samples.push(Sample {
             label: label.to_owned(),
             committed,
@@ -87,7 +88,7 @@ impl CommitAudit {
         self.samples.is_empty()
     }
 
-    /// Committed-offsets queries that failed (the broker was down or busy).
+    /// Samples lost to a failed query (the broker was down or busy, Loki did not answer).
     pub fn failed_queries(&self) -> usize {
         self.failed_queries
     }

@@ -1,8 +1,10 @@
 //! Helpers shared by the end-to-end suites in `tests/`: the real `producer` and `consumer`
 //! binaries run as processes against a real tansu broker, the Loki-compatible receiver and a
-//! real Prometheus (all from `testkit`), and the checks of what arrives.
+//! real Prometheus (all from `testkit`), or against an external Kafka and Loki
+//! ([`external`]), and the checks of what arrives.
 //!
-//! - [`pipeline::Pipeline`]: broker, fresh topics and group, receiver, service environments;
+//! - [`pipeline::Pipeline`]: Kafka, fresh topics and group, Loki, service environments;
+//! - [`loki::Loki`]: the records a test finds in Loki, through its query API;
 //! - [`testkit::service::ServiceProcess`]: one `producer` or `consumer` process (SIGKILL,
 //!   SIGTERM, restart, `/metrics`), never left running; [`testkit::topic`] reads a topic back;
 //! - [`scraped::ScrapedPipeline`]: the whole pipeline scraped by Prometheus;
@@ -13,8 +15,10 @@
 pub mod audit;
 pub mod bins;
 pub mod error;
+pub mod external;
 pub mod grafana;
 pub mod kafka;
+pub mod loki;
 pub mod pipeline;
 pub mod promql;
 pub mod queries;

@@ -1,24 +1,35 @@
-//! The pipeline's surroundings for one test: a real tansu broker (in memory or durable) with a
-//! fresh topic, dead-letter topic and group, the Loki-compatible receiver, a working folder for
-//! logs and inputs, and the environment that points the real `producer` and `consumer` at them.
+//! The pipeline's surroundings for one test: a Kafka with a fresh topic, dead-letter topic and
+//! group, a Loki, a working folder for logs and inputs, and the environment that points the
+//! real `producer` and `consumer` at them. Kafka is a tansu broker of the harness (in memory or
+//! durable) and Loki the harness's receiver, unless the run names external ones
+//! ([`crate::external`]); each test labels its records with an `environment` of its own, so it
+//! finds exactly its records in a Loki it shares.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schema::Timestamp;
 use tempfile::TempDir;
-use testkit::broker::{unique_name, Broker, BrokerOptions, Storage};
-use testkit::loki::{LokiConfig, LokiHandle, LokiReceiver, StoredEntry, FAKE_TENANT};
+use testkit::broker::{self, unique_name, Broker, BrokerOptions, Storage};
+use testkit::loki::StoredEntry;
 use testkit::service::{Readiness, ServiceProcess, ServiceSpec, MARKER};
 use testkit::topic::{self, ReadUntil, TopicRecord};
 
 use crate::bins::Binary;
 use crate::error::{Error, Result};
+use crate::external::Service;
 use crate::kafka;
+use crate::loki::Loki;
 use crate::wait;
 
-/// The `environment` label the services are given.
-pub const ENVIRONMENT: &str = "e2e";
+/// How long an external Kafka may take to show a new topic in its metadata.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How far from now the records of a test may be dated unless the test says otherwise
+/// ([`PipelineOptions::records_between`]): fresh records are dated up to ten minutes back, and
+/// Loki accepts entries up to ten minutes ahead.
+const FRESH: Duration = Duration::from_secs(3600);
 
 /// How to set up a [`Pipeline`].
 #[derive(Debug, Clone)]
@@ -33,6 +44,9 @@ pub struct PipelineOptions {
     /// `logs.json`, whose records are dated 2026-11-25 and would age out of the 7-day default.
     /// Default false.
     pub accept_old_records: bool,
+    /// The span of the records' timestamps, both ends included: where Loki is queried for
+    /// them. Default: within an hour of the pipeline's start.
+    pub records_between: Option<(Timestamp, Timestamp)>,
 }
 
 impl Default for PipelineOptions {
@@ -41,17 +55,56 @@ impl Default for PipelineOptions {
             storage: Storage::Memory,
             partitions: 3,
             accept_old_records: false,
+            records_between: None,
         }
     }
 }
 
-/// A broker with fresh topics, a receiver, and where the services' logs go.
+/// The Kafka of one test.
+#[derive(Debug)]
+pub enum Kafka {
+    /// A tansu broker of the harness, started for this test.
+    Harness(Broker),
+    /// A Kafka the test does not own (`E2E_KAFKA_BOOTSTRAP_SERVERS`).
+    External(String),
+}
+
+impl Kafka {
+    /// The `bootstrap.servers` of the services and clients.
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            Self::Harness(broker) => broker.bootstrap_servers(),
+            Self::External(bootstrap) => bootstrap.clone(),
+        }
+    }
+
+    /// The harness's broker (to restart it); `None` for an external Kafka.
+    pub fn broker_mut(&mut self) -> Option<&mut Broker> {
+        match self {
+            Self::Harness(broker) => Some(broker),
+            Self::External(_) => None,
+        }
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        match self {
+            Self::Harness(broker) => Ok(broker.create_topic(name, partitions).await?),
+            Self::External(bootstrap) => {
+                Ok(broker::create_topic(bootstrap, name, partitions, TOPIC_TIMEOUT).await?)
+            }
+        }
+    }
+}
+
+/// A Kafka with fresh topics, a Loki, and where the services' logs go.
 #[derive(Debug)]
 pub struct Pipeline {
-    /// The broker.
-    pub broker: Broker,
-    /// The Loki-compatible receiver (auth off: tenant `fake`).
-    pub loki: LokiHandle,
+    /// The Kafka.
+    pub kafka: Kafka,
+    /// The Loki (auth off: tenant `fake`).
+    pub loki: Loki,
+    /// The `environment` label of this test's records (unique to it).
+    pub environment: String,
     /// The records topic.
     pub topic: String,
     /// The dead-letter topic.
@@ -61,6 +114,8 @@ pub struct Pipeline {
     /// Partitions of the records topic.
     pub partitions: i32,
     accept_old_records: bool,
+    /// Where Loki is queried for the records: `[start, end)` in ns.
+    window: (i64, i64),
     /// `None` only while dropping.
     dir: Option<TempDir>,
 }
@@ -79,32 +134,45 @@ impl Drop for Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the broker and the receiver and creates the topics.
+    /// Starts (or, in external mode, connects to) Kafka and Loki and creates the topics.
     pub async fn start(options: PipelineOptions) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{MARKER}e2e-"))
             .tempdir()
             .map_err(Error::io("cannot create the test folder"))?;
-        let broker = Broker::start(BrokerOptions {
-            storage: options.storage.clone(),
-            ..BrokerOptions::default()
-        })
-        .await?;
+        let kafka = match Service::Kafka.external() {
+            Some(bootstrap) => Kafka::External(bootstrap),
+            None => Kafka::Harness(
+                Broker::start(BrokerOptions {
+                    storage: options.storage.clone(),
+                    ..BrokerOptions::default()
+                })
+                .await?,
+            ),
+        };
         let topic = unique_name("e2e-logs");
         let dlq = format!("{topic}-dlq");
-        broker.create_topic(&topic, options.partitions).await?;
-        broker.create_topic(&dlq, 1).await?;
-        let mut config = LokiConfig::default().without_rate_limits();
-        config.limits.reject_old_samples = !options.accept_old_records;
-        let loki = LokiReceiver::start(config).await?;
+        kafka.create_topic(&topic, options.partitions).await?;
+        kafka.create_topic(&dlq, 1).await?;
+        let loki = Loki::start(options.accept_old_records).await?;
+        let window = match options.records_between {
+            Some((first, last)) => (first.as_nanos(), last.as_nanos().saturating_add(1)),
+            None => {
+                let now = Timestamp::now().as_nanos();
+                let fresh = FRESH.as_nanos() as i64;
+                (now - fresh, now + fresh)
+            }
+        };
         Ok(Self {
-            broker,
+            kafka,
             loki,
+            environment: unique_name("e2e"),
             topic,
             dlq,
             group: unique_name("e2e-group"),
             partitions: options.partitions,
             accept_old_records: options.accept_old_records,
+            window,
             dir: Some(dir),
         })
     }
@@ -125,7 +193,7 @@ impl Pipeline {
     /// intervals shortened for tests (batches flush after 200 ms, commits every 200 ms).
     pub fn consumer_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
-            ("KAFKA_BOOTSTRAP_SERVERS", self.broker.bootstrap_servers()),
+            ("KAFKA_BOOTSTRAP_SERVERS", self.kafka.bootstrap_servers()),
             ("KAFKA_TOPIC", self.topic.clone()),
             ("KAFKA_DLQ_TOPIC", self.dlq.clone()),
             ("KAFKA_GROUP_ID", self.group.clone()),
@@ -138,7 +206,7 @@ impl Pipeline {
             ("RETRY_MAX_BACKOFF", "500ms".into()),
             ("LAG_INTERVAL", "500ms".into()),
             ("SHUTDOWN_TIMEOUT", "10s".into()),
-            ("ENVIRONMENT", ENVIRONMENT.into()),
+            ("ENVIRONMENT", self.environment.clone()),
             ("LOG_FORMAT", "text".into()),
             ("LOG_LEVEL", "info,rdkafka=warn".into()),
         ];
@@ -151,13 +219,13 @@ impl Pipeline {
     /// The producer's environment: this pipeline's broker and topic, intervals shortened.
     pub fn producer_env(&self) -> Vec<(String, String)> {
         [
-            ("KAFKA_BOOTSTRAP_SERVERS", self.broker.bootstrap_servers()),
+            ("KAFKA_BOOTSTRAP_SERVERS", self.kafka.bootstrap_servers()),
             ("KAFKA_TOPIC", self.topic.clone()),
             ("METADATA_REFRESH_INTERVAL", "500ms".into()),
             ("FOLLOW_POLL_INTERVAL", "50ms".into()),
             ("PROGRESS_INTERVAL", "2s".into()),
             ("SHUTDOWN_TIMEOUT", "20s".into()),
-            ("ENVIRONMENT", ENVIRONMENT.into()),
+            ("ENVIRONMENT", self.environment.clone()),
             ("LOG_FORMAT", "text".into()),
             ("LOG_LEVEL", "info,rdkafka=warn".into()),
         ]
@@ -221,7 +289,7 @@ impl Pipeline {
     /// The group's committed offsets per partition.
     pub async fn committed(&self) -> Result<BTreeMap<i32, i64>> {
         kafka::committed_offsets(
-            &self.broker.bootstrap_servers(),
+            &self.kafka.bootstrap_servers(),
             &self.group,
             &self.topic,
             self.partitions,
@@ -248,26 +316,33 @@ impl Pipeline {
         at_least: usize,
         within: Duration,
     ) -> Result<Vec<TopicRecord>> {
-        let bootstrap = self.broker.bootstrap_servers();
+        let bootstrap = self.kafka.bootstrap_servers();
         let until = ReadUntil::Quiet { at_least };
         Ok(topic::read_topic(&bootstrap, topic, until, within).await?)
     }
 
-    /// Every entry the receiver holds.
-    pub fn stored(&self) -> Vec<StoredEntry> {
-        self.loki.entries(FAKE_TENANT)
+    /// Every entry of this test that Loki holds (its `environment`, its records' span).
+    pub async fn stored(&self) -> Result<Vec<StoredEntry>> {
+        let (start, end) = self.window;
+        self.loki.entries(&self.environment, start, end).await
     }
 
-    /// Waits until the receiver holds at least `n` entries.
+    /// How many entries of this test Loki holds: the receiver's count when it is the
+    /// harness's (it holds only this test's), else the entries its query API returns.
+    pub async fn stored_count(&self) -> Result<usize> {
+        match self.loki.receiver() {
+            Some(receiver) => Ok(receiver.stats().entries_stored as usize),
+            None => Ok(self.stored().await?.len()),
+        }
+    }
+
+    /// Waits until Loki holds at least `n` entries of this test.
     pub async fn wait_stored(&self, n: usize, timeout: Duration) -> Result<()> {
-        wait::until(&format!("{n} entries in the receiver"), timeout, || {
-            let stored = self.loki.stats().entries_stored as usize;
-            async move {
-                if stored >= n {
-                    Ok(())
-                } else {
-                    Err(format!("{stored} stored"))
-                }
+        wait::until(&format!("{n} entries in Loki"), timeout, || async move {
+            match self.stored_count().await {
+                Ok(stored) if stored >= n => Ok(()),
+                Ok(stored) => Err(format!("{stored} stored")),
+                Err(error) => Err(error.to_string()),
             }
         })
         .await

@@ -90,6 +90,14 @@ pub fn load(path: &Path) -> Result<Vec<Expected>> {
     pair(records, inputs)
 }
 
+/// The earliest and latest timestamps of `expected` (`None` when empty): where to look for
+/// them in Loki ([`crate::pipeline::PipelineOptions::records_between`]).
+pub fn span(expected: &[Expected]) -> Option<(Timestamp, Timestamp)> {
+    let first = expected.iter().map(|x| x.record.timestamp).min()?;
+    let last = expected.iter().map(|x| x.record.timestamp).max()?;
+    Some((first, last))
+}
+
 /// The expectations of NDJSON `lines`.
 pub fn from_lines(lines: &[String]) -> Result<Vec<Expected>> {
     let mut records = Vec::with_capacity(lines.len());

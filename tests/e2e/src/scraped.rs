@@ -1,8 +1,8 @@
 //! The whole pipeline as operators run it, scraped by a real Prometheus: the `consumer`, the
 //! `producer` serving HTTP ingest (so it stays up to be scraped; records come in through
-//! `POST /v1/logs`), tansu, the Loki-compatible receiver, and Prometheus scraping the producer
-//! (job `producer`), the consumer (job `consumer`) and the receiver (job `loki`) every second,
-//! as deploy/prometheus/prometheus.yml names the jobs.
+//! `POST /v1/logs`), Kafka, Loki, and Prometheus scraping the producer (job `producer`), the
+//! consumer (job `consumer`) and Loki (job `loki`) every second, as
+//! deploy/prometheus/prometheus.yml names the jobs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,7 +49,7 @@ impl ScrapedPipeline {
             targets: vec![
                 ScrapeTarget::new("producer", producer.admin_addr()),
                 ScrapeTarget::new("consumer", consumer.admin_addr()),
-                ScrapeTarget::new("loki", pipeline.loki.addr()),
+                ScrapeTarget::new("loki", pipeline.loki.metrics_addr()),
             ],
             scrape_interval: SCRAPE_INTERVAL,
             rule_files,

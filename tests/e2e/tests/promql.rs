@@ -58,9 +58,11 @@ async fn every_dashboard_and_rule_expression_runs_on_real_data_and_names_only_re
         !rule_files.is_empty(),
         "no rule files under deploy/prometheus"
     );
+    let logs = records::load(&records::logs_json()).expect("logs.json loads");
     let scraped = ScrapedPipeline::start(
         PipelineOptions {
             accept_old_records: true,
+            records_between: records::span(&logs),
             ..PipelineOptions::default()
         },
         rule_files.clone(),

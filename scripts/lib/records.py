@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""Per-record checks of the container tests: every expected record found exactly once, by identity.
+"""Per-record checks by identity: every expected record found exactly once. Used by the
+container tests (tests/containers) and scripts/load-test.sh.
 
-    records.py loki  --url URL --expected FILE --id FIELD [--query Q] [--since-ns NS]
-    records.py lines --actual FILE --expected FILE --id FIELD
+    records.py loki  --url URL (--expected FILE | --k6-log FILE) --id FIELD [--query Q] [--since-ns NS]
+    records.py lines --actual FILE (--expected FILE | --k6-log FILE) --id FIELD
 
 EXPECTED is a JSON array or NDJSON of the records that were sent (each carries FIELD, a value
-unique per record). `loki` reads every entry of URL's query API (Loki's query_range, paged
+unique per record). With --k6-log instead, the expected records are those of every batch that
+tests/load/ingestion-load-test.js logged as fully accepted (LOG_ACCEPTED=true: "accepted
+PREFIX"; the batch's records carry FIELD = PREFIX-0 ... PREFIX-(BATCH-1), --batch as the script's
+BATCH, default 100). `loki` reads every entry of URL's query API (Loki's query_range, paged
 forward, entries seen twice at a page edge counted once: Loki itself never holds two identical
 entries) and parses each line as a record; `lines` reads FILE, one record per line (a Kafka
 topic dumped by `testkit topic`). Records whose FIELD is not an expected value are other
 traffic and ignored. For each expected record: found exactly once, and with the same service
-and message (where the expected record has them). Prints a summary (and the first problems); exit 0 when every record passed,
-1 when any is missing, duplicated or altered, 2 on bad input.
+and message (where the expected record has them). Prints a summary, the first problems, and
+one machine-readable line `records expected=N once=N missing=N duplicated=N altered=N`; exit 0
+when every record passed, 1 when any is missing, duplicated or altered, 2 on bad input (no
+expected record at all is bad input: nothing could be checked).
 """
 
 import argparse
 import json
+import re
 import sys
 import time
 import urllib.parse
@@ -30,6 +37,17 @@ def load_records(path):
     if stripped.startswith("["):
         return json.loads(stripped)
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# What the k6 script logs for each fully accepted batch (k6 quotes console output in msg="…").
+K6_ACCEPTED = re.compile(r"accepted (k6-[A-Za-z0-9_.-]+)")
+
+
+def k6_expected(path, field, batch):
+    """The records of every batch the k6 script logged as fully accepted, by FIELD only."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        prefixes = list(dict.fromkeys(K6_ACCEPTED.findall(f.read())))
+    return [{field: f"{p}-{i}"} for p in prefixes for i in range(batch)]
 
 
 def loki_lines(url, query, since_ns, page):
@@ -84,18 +102,22 @@ def check(expected, actual_lines, field):
         if key in want:
             found.setdefault(key, []).append(rec)
     problems = []
+    counts = {"missing": 0, "duplicated": 0, "altered": 0}
     for key, exp in want.items():
         got = found.get(key, [])
         if not got:
+            counts["missing"] += 1
             problems.append(f"missing: {field}={key}")
         elif len(got) > 1:
+            counts["duplicated"] += 1
             problems.append(f"duplicated {len(got)} times: {field}={key}")
         else:
             for k in ("service", "message"):
                 if k in exp and got[0].get(k) != exp[k]:
+                    counts["altered"] += 1
                     problems.append(f"altered {k}: {field}={key}: {got[0].get(k)!r} != {exp.get(k)!r}")
     once = sum(1 for k in want if len(found.get(k, [])) == 1)
-    return problems, once
+    return problems, once, counts
 
 
 def main():
@@ -109,17 +131,25 @@ def main():
     ln = sub.add_parser("lines")
     ln.add_argument("--actual", required=True)
     for p in (lk, ln):
-        p.add_argument("--expected", required=True)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--expected")
+        which.add_argument("--k6-log")
+        p.add_argument("--batch", type=int, default=100)
         p.add_argument("--id", required=True, dest="field")
     args = parser.parse_args()
     try:
-        expected = load_records(args.expected)
+        if args.expected:
+            expected = load_records(args.expected)
+        else:
+            expected = k6_expected(args.k6_log, args.field, args.batch)
+        if not expected:
+            raise ValueError("no expected record: nothing to check")
         if args.source == "loki":
             lines = loki_lines(args.url, args.query, args.since_ns, args.page)
         else:
             with open(args.actual, encoding="utf-8") as f:
                 lines = f.read().splitlines()
-        problems, once = check(expected, lines, args.field)
+        problems, once, counts = check(expected, lines, args.field)
     except (OSError, ValueError) as e:
         print(f"records.py: {e}", file=sys.stderr)
         return 2
@@ -127,6 +157,8 @@ def main():
           f"{len(problems)} problems ({len(lines)} records read)")
     for p in problems[:20]:
         print(f"  {p}")
+    print(f"records expected={len(expected)} once={once} missing={counts['missing']} "
+          f"duplicated={counts['duplicated']} altered={counts['altered']}")
     return 1 if problems else 0
 
 
