@@ -54,7 +54,13 @@ fn rng() -> StdRng {
 }
 
 /// Waits until the receiver holds at least `n` entries, sampling the commit audit meanwhile.
-async fn stored_at_least(pipeline: &Pipeline, audit: &mut CommitAudit, n: usize, label: &str) {
+async fn stored_at_least(
+    pipeline: &Pipeline,
+    consumer: &ServiceProcess,
+    audit: &mut CommitAudit,
+    n: usize,
+    label: &str,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
         let stored = match pipeline.stored_count().await {
@@ -62,13 +68,50 @@ async fn stored_at_least(pipeline: &Pipeline, audit: &mut CommitAudit, n: usize,
             Ok(stored) => stored.to_string(),
             Err(error) => format!("unknown ({error})"),
         };
-        assert!(
-            Instant::now() < deadline,
-            "{label}: only {stored} of {n} entries reached Loki"
-        );
+        if Instant::now() >= deadline {
+            panic!(
+                "{label}: only {stored} of {n} entries reached Loki\n{}",
+                consumer_state(consumer).await
+            );
+        }
         audit.sample_now_and_then(pipeline, label).await;
         tokio::time::sleep(wait::POLL_INTERVAL).await;
     }
+}
+
+/// What a stalled consumer was doing: its readiness, the series that tell where records wait,
+/// and the end of its log.
+async fn consumer_state(consumer: &ServiceProcess) -> String {
+    let ready = match consumer.get("/readyz").await {
+        Ok((status, body)) => format!("{status} {body}"),
+        Err(e) => format!("unreachable: {e}"),
+    };
+    let series = match consumer.metrics_text().await {
+        Ok(text) => text
+            .lines()
+            .filter(|l| {
+                [
+                    "consumer_assigned_partitions",
+                    "consumer_records_consumed_total",
+                    "consumer_records_pushed_total",
+                    "consumer_buffered_records",
+                    "consumer_in_flight_pushes",
+                    "consumer_paused",
+                    "kafka_consumer_lag",
+                    "loki_push_requests_total",
+                    "consumer_commits_total",
+                ]
+                .iter()
+                .any(|m| l.starts_with(m))
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("metrics unreachable: {e}"),
+    };
+    format!(
+        "consumer /readyz: {ready}\nconsumer series:\n{series}\nconsumer log (last 40 lines):\n{}",
+        consumer.log_tail(40)
+    )
 }
 
 /// What Kafka held at the end, for the caller's own checks.
@@ -85,7 +128,7 @@ async fn assert_zero_loss(
     audit: &mut CommitAudit,
 ) -> Outcome {
     let n = expected.len();
-    stored_at_least(pipeline, audit, n, "the end").await;
+    stored_at_least(pipeline, consumer, audit, n, "the end").await;
     let messages = pipeline.read_topic(n).await.expect("topic readable");
     let stored = pipeline.stored().await.expect("Loki queried");
     records::exactly_once(expected, &stored).expect("every record exactly once in Loki");
@@ -178,7 +221,7 @@ async fn a_consumer_killed_five_times_while_records_stream_loses_and_duplicates_
     for kill in 1..=KILLS {
         let before = pipeline.stored_count().await.expect("Loki queried");
         let label = format!("consumer run {kill}");
-        stored_at_least(&pipeline, &mut audit, before + 20, &label).await;
+        stored_at_least(&pipeline, &consumer, &mut audit, before + 20, &label).await;
         let delay = Duration::from_millis(rng.gen_range(0..800));
         let until = Instant::now() + delay;
         while Instant::now() < until {
@@ -241,7 +284,7 @@ async fn a_loki_outage_mid_stream_loses_nothing_and_commits_nothing_undelivered(
         )
         .await
         .expect("producer starts");
-    stored_at_least(&pipeline, &mut audit, 300, "before the outage").await;
+    stored_at_least(&pipeline, &consumer, &mut audit, 300, "before the outage").await;
 
     let receiver = pipeline
         .loki
@@ -513,7 +556,7 @@ async fn a_durable_broker_restarted_mid_stream_loses_nothing() {
         .expect("producer starts");
     // The file grows by CHUNK lines every 100 ms (about 14 s in all), through the restart.
     let appender = append_in_chunks(log.clone(), lines[100..].to_vec(), CHUNK);
-    stored_at_least(&pipeline, &mut audit, 400, "before the restart").await;
+    stored_at_least(&pipeline, &consumer, &mut audit, 400, "before the restart").await;
 
     let status = producer
         .terminate(Duration::from_secs(30))
@@ -559,7 +602,7 @@ async fn a_durable_broker_restarted_mid_stream_loses_nothing() {
     );
     producer.restart().await.expect("producer restarts");
     appender.await.expect("appender task");
-    stored_at_least(&pipeline, &mut audit, N, "after the restart").await;
+    stored_at_least(&pipeline, &consumer, &mut audit, N, "after the restart").await;
     let outcome = assert_zero_loss(&pipeline, &consumer, &expected, &mut audit).await;
     let resent = outcome.copies_in_kafka.values().filter(|n| **n > 1).count();
     assert_eq!(
