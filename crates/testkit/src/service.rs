@@ -593,6 +593,14 @@ mod tests {
             process.restart().await,
             Err(ServiceError::Running { .. })
         ));
+        let runs = |log: &str| log.lines().filter(|l| *l == "started").count();
+        // The first run must have written its line before it is stopped, or a SIGTERM that
+        // lands before the shell's `echo` leaves one line for two runs.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while runs(&process.log_text()) < 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs(&process.log_text()), 1, "{}", process.log_text());
         let pid = process.pid();
         let status = process.terminate(Duration::from_secs(10)).await.unwrap();
         assert!(!status.success());
@@ -600,7 +608,6 @@ mod tests {
         process.restart().await.unwrap();
         assert!(process.is_running());
         assert_eq!(process.port(), port);
-        let runs = |log: &str| log.lines().filter(|l| *l == "started").count();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while runs(&process.log_text()) < 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
