@@ -132,8 +132,19 @@ expand_pipeline() {
   done
 }
 
+# The image-pin binary: the project's one rule for pinned images (tests/image-pin/src/lib.rs),
+# which the Dockerfile check applies too.
+IMAGE_PIN=""
+build_image_pin() {
+  tools_env
+  log "building the image-pin rule (cargo build -p logpipe-image-pin)"
+  cargo build --quiet --locked -p logpipe-image-pin --bin image-pin || return 1
+  IMAGE_PIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/image-pin"
+  [[ -x "$IMAGE_PIN" ]] || { err "cargo built no $IMAGE_PIN"; return 1; }
+}
+
 invariants() {
-  "$VENV/bin/python" "$ROOT/scripts/lib/ci_invariants.py" "$@"
+  "$VENV/bin/python" "$ROOT/scripts/lib/ci_invariants.py" --image-pin "$IMAGE_PIN" "$@"
 }
 
 check_schema() {
@@ -213,6 +224,7 @@ main() {
     shift
   done
   ensure_tools "$install" || return 2
+  build_image_pin || return 2
   WORK_DIR="$(mktemp -d -t logpipe-check-ci-XXXXXX)"
   trap cleanup EXIT
 

@@ -4,8 +4,10 @@
 Run by scripts/check-ci.sh; prints one line per violation, `[code] job: message`, and exits 1
 when there is any (0 when none, 2 on bad input). The codes:
 
-  image-unpinned       a job or service image without a version tag (untagged, :latest, a
-                       floating tag such as `rust:1` or `alpine`), or with an unresolved variable
+  image-unpinned       a job or service image that the project's one pinning rule rejects
+                       (tests/image-pin/src/lib.rs, asked through its `image-pin` binary,
+                       named by --image-pin: untagged, :latest, a floating tag such as `alpine`,
+                       a major-only tag such as `rust:1`), or with an unresolved variable
   production-rules     no production deploy job; one with allow_failure or only/except; or one
                        that gitlab-ci-local's rule evaluation (--list-json per scenario: push and
                        web pipelines on main, develop, a feature branch, a merge request, a
@@ -43,10 +45,12 @@ is a main-branch pipeline).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import re
+import subprocess
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -63,10 +67,6 @@ GLOBAL_KEYWORDS = {
 # Variables GitLab (or the runner, or the image's shell) provides; not to be documented.
 PREDEFINED_PREFIXES = ("CI_", "GITLAB_", "FF_", "RUNNER_", "DOCKER_ENV_")
 SHELL_VARIABLES = {"HOME", "PATH", "PWD", "USER", "SHELL", "TMPDIR", "HOSTNAME", "IFS", "OLDPWD"}
-
-# Tags that name a moving target even though they are tags.
-FLOATING_TAGS = {"latest", "stable", "edge", "nightly", "lts", "current", "mainline", "main",
-                 "master", "slim", "alpine", "bookworm"}
 
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|PRIVATE_KEY|WEBHOOK|CREDENTIAL", re.I)
 
@@ -277,26 +277,24 @@ IMAGE_PREDEFINED = {
     "CI_REGISTRY": "registry.invalid",
     "CI_COMMIT_SHA": "0123456789abcdef0123456789abcdef01234567",
 }
-COMMIT_SHA_TAG = re.compile(r"^[0-9a-f]{40}$")
-VERSION_TAG = re.compile(r"\d+\.\d+")
+# The `image-pin` binary (tests/image-pin): the one rule for pinned images,
+# shared with the Dockerfile check. Set from --image-pin.
+IMAGE_PIN: list[str] = []
 
 
+@functools.lru_cache(maxsize=None)
 def image_problem(ref: str) -> str | None:
+    """Why `ref` is not pinned, by the image-pin binary's verdict (None when it is)."""
     if "$" in ref:
         return "uses a variable that is not defined in the pipeline"
-    if "@sha256:" in ref:
-        return None
-    last = ref.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return "has no tag (means :latest)"
-    tag = last.rsplit(":", 1)[1]
-    if tag.lower() in FLOATING_TAGS:
-        return f"uses the floating tag :{tag}"
-    if COMMIT_SHA_TAG.match(tag):
-        return None
-    if not VERSION_TAG.search(tag):
-        return f"tag :{tag} is not a version (major.minor at least)"
-    return None
+    if not IMAGE_PIN:
+        raise SystemExit("ci_invariants.py: --image-pin BINARY is required to judge image pins")
+    done = subprocess.run([*IMAGE_PIN, ref], capture_output=True, text=True, check=False)
+    verdict = done.stdout.rstrip("\n").split("\t")
+    if done.returncode != 0 or len(verdict) < 2 or verdict[1] != ref:
+        raise SystemExit(f"ci_invariants.py: {IMAGE_PIN[0]} {ref} failed "
+                         f"(exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+    return verdict[2] if verdict[0] == "unpinned" and len(verdict) > 2 else None
 
 
 def _image_name(value: object) -> str | None:
@@ -648,11 +646,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("expanded", help="expanded pipeline YAML (gitlab-ci-local --preview)")
     parser.add_argument("--root", default=".", help="repository root the paths are relative to")
+    parser.add_argument("--image-pin", required=True, metavar="BINARY",
+                        help="the image-pin binary (cargo build -p logpipe-image-pin)")
     parser.add_argument("--docs", default="docs/ci-variables.md", help="CI variables doc, under root")
     parser.add_argument("--gcl-scenario", action="append", default=[], metavar="LABEL=FILE",
                         help="gitlab-ci-local --list-json output of one scenario; LABEL starting "
                              "with 'main' means a main-branch pipeline")
     args = parser.parse_args(argv)
+    IMAGE_PIN[:] = [args.image_pin]
     try:
         pipeline = load_pipeline(Path(args.expanded))
         ctx = load_context(args)

@@ -37,6 +37,9 @@ export LOGPIPE_CONTAINERS
 # The version of _ct_builder_image's recipe, part of the builder image's identity.
 readonly CT_RUST_RECIPE=1
 readonly CT_BASE_IMAGE=docker.io/library/debian:bookworm-slim
+# The same image under a local name: the stand-ins' Containerfiles build FROM it, so the image
+# pin rule (tests/image-pin) sees an image that is built here, never pulled.
+readonly CT_LOCAL_BASE_IMAGE=localhost/logpipe-base:bookworm-slim
 readonly CT_RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 readonly CT_KAFKA_IMAGE=localhost/logpipe-standin-kafka:tansu
 readonly CT_LOKI_IMAGE=localhost/logpipe-standin-loki:testkit
@@ -147,6 +150,10 @@ _ct_minbase() {
 }
 
 _ct_base_image() {
+  _ct_debootstrap_base && podman tag "$CT_BASE_IMAGE" "$CT_LOCAL_BASE_IMAGE"
+}
+
+_ct_debootstrap_base() {
   [[ "$(_ct_image_label "$CT_BASE_IMAGE" org.logpipe.standin)" == debootstrap-minbase ]] && return 0
   local dir old
   old="$(_ct_image_id "$CT_BASE_IMAGE")"
@@ -327,12 +334,13 @@ gitlab_standin_tags() {
 
 # print_standins — which local image stands in for which image of Docker Hub.
 print_standins() {
-  local ci_image
+  local ci_image also=""
   ci_image="$(_ct_ci_rust_image)"
+  [[ "$ci_image" == "$CT_RUST_IMAGE" ]] || also=" (also $ci_image)"
   cat <<TABLE
 Images standing in for Docker Hub's (no registry is reachable here; all built on this machine):
-  debian:bookworm-slim        <- $CT_BASE_IMAGE: debootstrap --variant=minbase bookworm
-  rust:1.95-bookworm          <- $CT_RUST_IMAGE (also $ci_image): minbase + build tools + $(_ct_image_label "$CT_RUST_IMAGE" org.logpipe.rustc)
+  debian:bookworm-slim        <- $CT_BASE_IMAGE (and $CT_LOCAL_BASE_IMAGE, the stand-ins' base): debootstrap --variant=minbase bookworm
+  rust:1.95-bookworm          <- $CT_RUST_IMAGE$also: minbase + build tools + $(_ct_image_label "$CT_RUST_IMAGE" org.logpipe.rustc)
   apache/kafka:3.9.1          <- $CT_KAFKA_IMAGE: tansu $("$TANSU_BIN" --version 2>/dev/null | awk '{print $NF}') (Kafka-compatible broker)
   grafana/loki:3.4.2          <- $CT_LOKI_IMAGE: testkit loki (our Loki-compatible receiver)
   prom/prometheus:v2.55.1     <- $CT_PROMETHEUS_IMAGE: Debian's prometheus package

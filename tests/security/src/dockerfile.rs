@@ -1,6 +1,6 @@
 //! Static security checks of a Dockerfile: every image it builds (the final stage and any other
 //! target) runs as a non-root user, no secret-looking value is baked into `ENV` or `ARG`, and
-//! every base image is pinned by a tag other than `latest` (or by digest).
+//! every base image is pinned (by [`image_pin`]'s rule: a version tag, a commit SHA or a digest).
 //!
 //! The parser knows what the checks need: comments and parser directives, line continuations,
 //! stages (`FROM image [AS name]`) and the instructions of each.
@@ -240,8 +240,8 @@ fn image_stages(file: &Dockerfile) -> Vec<&Stage> {
         .collect()
 }
 
-/// `Ok` when `image` carries a tag other than `latest` or a digest (after substituting global
-/// `ARG` defaults); otherwise why not.
+/// `Ok` when `image` is pinned by the project's one rule ([`image_pin`]), after
+/// substituting global `ARG` defaults; otherwise why not.
 fn pinned(image: &str, global: &[Instruction]) -> Result<(), String> {
     let mut resolved = image.to_owned();
     for arg in global.iter().filter(|i| i.keyword == "ARG") {
@@ -257,16 +257,7 @@ fn pinned(image: &str, global: &[Instruction]) -> Result<(), String> {
     if resolved.contains('$') {
         return Err("uses a build argument without a default: cannot tell its tag".to_owned());
     }
-    if resolved.contains("@sha256:") {
-        return Ok(());
-    }
-    let last_segment = resolved.rsplit('/').next().unwrap_or(&resolved);
-    match last_segment.split_once(':') {
-        None => Err("has no tag (that means `latest`)".to_owned()),
-        Some((_, "latest")) => Err("is tagged `latest`".to_owned()),
-        Some((_, "")) => Err("has an empty tag".to_owned()),
-        Some(_) => Ok(()),
-    }
+    image_pin::problem(&resolved).map_or(Ok(()), Err)
 }
 
 /// `Ok` when `spec` (`user[:group]`) names a non-root user the stage can run as.

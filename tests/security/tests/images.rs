@@ -92,26 +92,26 @@ fn the_consumer_image_caps_glibc_malloc_arenas() {
 #[test]
 fn the_dockerfile_checker_flags_an_image_that_runs_as_root() {
     let cases = [
-        ("no USER at all", "FROM debian:bookworm-slim\nCMD [\"app\"]\n"),
-        ("USER root", "FROM debian:bookworm-slim\nUSER root\n"),
-        ("USER 0:0", "FROM debian:bookworm-slim\nUSER 0:0\n"),
+        ("no USER at all", "FROM debian:12.8-slim\nCMD [\"app\"]\n"),
+        ("USER root", "FROM debian:12.8-slim\nUSER root\n"),
+        ("USER 0:0", "FROM debian:12.8-slim\nUSER 0:0\n"),
         (
             "non-root only in the builder stage",
-            "FROM rust:1-bookworm AS build\nUSER 1000\nFROM debian:bookworm-slim\nCOPY --from=build /a /a\n",
+            "FROM rust:1.95-bookworm AS build\nUSER 1000\nFROM debian:12.8-slim\nCOPY --from=build /a /a\n",
         ),
         (
             "a second target without USER",
-            "FROM debian:bookworm-slim AS one\nUSER 10001\nFROM debian:bookworm-slim AS two\nCMD [\"app\"]\nFROM debian:bookworm-slim\nUSER 10001\n",
+            "FROM debian:12.8-slim AS one\nUSER 10001\nFROM debian:12.8-slim AS two\nCMD [\"app\"]\nFROM debian:12.8-slim\nUSER 10001\n",
         ),
         (
             "a non-root user followed by root",
-            "FROM debian:bookworm-slim\nUSER 10001\nRUN true\nUSER root\n",
+            "FROM debian:12.8-slim\nUSER 10001\nRUN true\nUSER root\n",
         ),
         (
             "a named user never created",
-            "FROM debian:bookworm-slim\nUSER app\n",
+            "FROM debian:12.8-slim\nUSER app\n",
         ),
-        ("a user from a variable", "FROM debian:bookworm-slim\nUSER $APP_USER\n"),
+        ("a user from a variable", "FROM debian:12.8-slim\nUSER $APP_USER\n"),
     ];
     for (what, text) in cases {
         let problems = dockerfile::check("t", text);
@@ -122,12 +122,12 @@ fn the_dockerfile_checker_flags_an_image_that_runs_as_root() {
             "{what}: not flagged: {problems:?}"
         );
     }
-    let good = "FROM debian:bookworm-slim\nRUN useradd --system --uid 10001 app\nUSER app\n";
+    let good = "FROM debian:12.8-slim\nRUN useradd --system --uid 10001 app\nUSER app\n";
     assert_eq!(dockerfile::check("t", good), Vec::<String>::new());
-    let numeric = "FROM debian:bookworm-slim\nUSER 10001:10001\n";
+    let numeric = "FROM debian:12.8-slim\nUSER 10001:10001\n";
     assert_eq!(dockerfile::check("t", numeric), Vec::<String>::new());
     // Stages other stages build on or copy from are not images of their own.
-    let targets = "FROM rust:1-bookworm AS build\nRUN true\nFROM scratch AS base\n\
+    let targets = "FROM rust:1.95-bookworm AS build\nRUN true\nFROM scratch AS base\n\
                    COPY --from=build /a /a\nFROM base AS one\nUSER 10001\nFROM base AS two\n\
                    USER 10001:10001\n";
     assert_eq!(dockerfile::check("t", targets), Vec::<String>::new());
@@ -139,6 +139,12 @@ fn the_dockerfile_checker_flags_unpinned_bases_and_baked_secrets() {
     for (what, text, needle) in [
         ("no tag", "FROM debian", "no tag"),
         ("latest", "FROM debian:latest", "latest"),
+        ("major-only tag", "FROM rust:1-bookworm", "not a version"),
+        (
+            "release name only",
+            "FROM debian:bookworm-slim",
+            "not a version",
+        ),
         (
             "registry port but no tag",
             "FROM registry.example.com:5000/team/app",
@@ -151,22 +157,22 @@ fn the_dockerfile_checker_flags_unpinned_bases_and_baked_secrets() {
         ),
         (
             "ENV password",
-            "FROM debian:bookworm-slim\nENV LOKI_PASSWORD=hunter2",
+            "FROM debian:12.8-slim\nENV LOKI_PASSWORD=hunter2",
             "LOKI_PASSWORD",
         ),
         (
             "legacy ENV form",
-            "FROM debian:bookworm-slim\nENV DB_SECRET hunter2",
+            "FROM debian:12.8-slim\nENV DB_SECRET hunter2",
             "DB_SECRET",
         ),
         (
             "ARG token",
-            "FROM debian:bookworm-slim\nARG GITLAB_TOKEN",
+            "FROM debian:12.8-slim\nARG GITLAB_TOKEN",
             "GITLAB_TOKEN",
         ),
         (
             "global ARG api key",
-            "ARG API_KEY=abc\nFROM debian:bookworm-slim",
+            "ARG API_KEY=abc\nFROM debian:12.8-slim",
             "API_KEY",
         ),
     ] {
@@ -176,7 +182,7 @@ fn the_dockerfile_checker_flags_unpinned_bases_and_baked_secrets() {
             "{what}: not flagged with {needle:?}: {problems:?}"
         );
     }
-    let fine = "ARG RUST=1-bookworm\nFROM rust:${RUST} AS build\nFROM build AS test\n\
+    let fine = "ARG RUST=1.95-bookworm\nFROM rust:${RUST} AS build\nFROM build AS test\n\
                 FROM gcr.io/distroless/cc@sha256:0123abcd\nENV INGEST_TOKEN_FILE=/run/secrets/t\n\
                 USER 65532\n";
     assert_eq!(dockerfile::check("t", fine), Vec::<String>::new());
