@@ -3,6 +3,7 @@
 //! their partition and are never silently dropped. A record's offset is released only after the
 //! dead-letter write is acknowledged; a failing write is retried, holding the offset back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -12,6 +13,7 @@ use schema::kafka::{
     DLQ_HEADER_ERROR, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE_OFFSET, DLQ_HEADER_SOURCE_PARTITION,
     DLQ_HEADER_SOURCE_TOPIC,
 };
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -35,9 +37,15 @@ pub struct DeadLetter {
 }
 
 /// Writes dead letters, retrying until acknowledged.
+///
+/// The producer is created with the first dead letter, not at start: rdkafka's producer keeps
+/// a polling thread that wakes every 100 ms and spins for its last millisecond (its timeout is
+/// truncated to whole milliseconds), about 1 % of a core for as long as it exists, and most
+/// consumers never write a dead letter.
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
+    config: ClientConfig,
+    producer: Arc<OnceCell<FutureProducer>>,
     topic: String,
     source_topic: String,
     metrics: Metrics,
@@ -52,25 +60,23 @@ impl std::fmt::Debug for DeadLetters {
 }
 
 impl DeadLetters {
-    /// A writer to `topic` using the consumer's Kafka settings (idempotent, acks=all).
-    pub fn new(
-        base: &ClientConfig,
-        topic: &str,
-        source_topic: &str,
-        metrics: Metrics,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
+    /// A writer to `topic` using the consumer's Kafka settings (idempotent, acks=all). The
+    /// settings are the consumer's, which librdkafka already accepted; a producer that cannot
+    /// be created shows as a failing dead-letter write (retried, offset held, metric and log).
+    pub fn new(base: &ClientConfig, topic: &str, source_topic: &str, metrics: Metrics) -> Self {
         let mut cfg = base.clone();
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000");
-        Ok(Self {
-            producer: cfg.create()?,
+        Self {
+            config: cfg,
+            producer: Arc::new(OnceCell::new()),
             topic: topic.to_owned(),
             source_topic: source_topic.to_owned(),
             metrics,
-        })
+        }
     }
 
     /// Writes every letter, retrying failures until each is acknowledged or `cancel` fires.
@@ -135,17 +141,25 @@ impl DeadLetters {
         if let Some(k) = &l.key {
             record = record.key(k.as_slice());
         }
-        self.producer
+        let producer = self
+            .producer
+            .get_or_try_init(|| async { self.config.create::<FutureProducer>() })
+            .await
+            .map_err(|e| format!("creating the dead-letter producer: {e}"))?;
+        producer
             .send(record, Duration::from_secs(5))
             .await
             .map(|_| ())
             .map_err(|(e, _)| e.to_string())
     }
 
-    /// Flushes the producer (at shutdown).
+    /// Flushes the producer (at shutdown), when a dead letter was ever written.
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;
-        if let Err(e) = self.producer.flush(timeout) {
+        let Some(producer) = self.producer.get() else {
+            return;
+        };
+        if let Err(e) = producer.flush(timeout) {
             tracing::warn!(error = %e, "flushing the dead-letter producer");
         }
     }

@@ -65,9 +65,6 @@ pub enum RunError {
     /// Kafka could not be set up (unreachable, topic missing, bad settings).
     #[error(transparent)]
     Kafka(#[from] KafkaSetupError),
-    /// The dead-letter producer could not be created.
-    #[error("dead-letter producer: {0}")]
-    Dlq(rdkafka::error::KafkaError),
     /// The Loki client could not be built.
     #[error(transparent)]
     Loki(#[from] ClientError),
@@ -131,8 +128,7 @@ pub async fn run(
         &config.kafka_dlq_topic,
         &config.kafka.topic,
         metrics.clone(),
-    )
-    .map_err(RunError::Dlq)?;
+    );
     let shared = Arc::new(deliver::Shared {
         loki: loki.clone(),
         dlq,

@@ -11,7 +11,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use schema::loki::codec::{encode_json, encode_json_gzip, DecodeError, EncodeError};
-use schema::loki::encoded::EncodedEntries;
+use schema::loki::encoded::{EncodedEntries, SnappyScratch};
 use service::config::ExposeSecret;
 use thiserror::Error;
 
@@ -88,11 +88,10 @@ pub enum BodyError {
 }
 
 thread_local! {
-    /// The uncompressed protobuf of a push, reused by every push built on this thread: a fresh
-    /// megabyte per push cost page faults and zeroing that showed as a tenth of the CPU.
-    static RAW: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// Snappy's hash table, likewise reused.
-    static SNAPPY: RefCell<snap::raw::Encoder> = RefCell::new(snap::raw::Encoder::new());
+    /// The buffers of a push (uncompressed protobuf, compressed block, snappy's hash table),
+    /// reused by every push built on this thread: a fresh megabyte per push cost page faults
+    /// and zeroing that showed as a tenth of the CPU.
+    static SNAPPY: RefCell<SnappyScratch> = RefCell::new(SnappyScratch::default());
 }
 
 /// What one push attempt came to.
@@ -231,9 +230,8 @@ impl LokiClient {
     ) -> Result<Bytes, BodyError> {
         match (self.encoding, self.gzip) {
             (Encoding::Protobuf, _) => {
-                let body = RAW.with_borrow_mut(|raw| {
-                    SNAPPY.with_borrow_mut(|snappy| entries.snappy_push(labels, range, raw, snappy))
-                })?;
+                let body = SNAPPY
+                    .with_borrow_mut(|scratch| entries.snappy_push(labels, range, scratch))?;
                 Ok(Bytes::from(body))
             }
             (Encoding::Json, gzip) => {

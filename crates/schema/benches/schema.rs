@@ -10,7 +10,7 @@ use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use schema::loki::codec::encode_json;
-use schema::loki::encoded::EncodedEntries;
+use schema::loki::encoded::{EncodedEntries, SnappyScratch};
 use schema::{parse_record, LabelPolicy, LogRecord, RecordReader};
 
 const SERVICES: [&str; 8] = [
@@ -133,10 +133,10 @@ fn loki_encode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N as u64));
     // What a push costs the consumer: its stream's encoded entries behind a header, snappy.
     group.bench_function("protobuf_snappy_1000", |b| {
-        let (mut scratch, mut snappy) = (Vec::new(), snap::raw::Encoder::new());
+        let mut scratch = SnappyScratch::default();
         b.iter(|| {
             let body = entries
-                .snappy_push(black_box(&labels), 0..N, &mut scratch, &mut snappy)
+                .snappy_push(black_box(&labels), 0..N, &mut scratch)
                 .expect("encodes");
             black_box(body.len())
         });
@@ -150,7 +150,7 @@ fn loki_encode(c: &mut Criterion) {
     // The consumer's whole path per record: parse and validate, encode into the stream's
     // batch, then the push.
     group.bench_function("build_and_encode_1000", |b| {
-        let (mut scratch, mut snappy) = (Vec::new(), snap::raw::Encoder::new());
+        let mut scratch = SnappyScratch::default();
         b.iter(|| {
             let mut batch = EncodedEntries::new();
             for line in &lines {
@@ -162,7 +162,7 @@ fn loki_encode(c: &mut Criterion) {
                 );
             }
             let body = batch
-                .snappy_push(&labels, 0..N, &mut scratch, &mut snappy)
+                .snappy_push(&labels, 0..N, &mut scratch)
                 .expect("encodes");
             black_box(body.len())
         });

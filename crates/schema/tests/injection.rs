@@ -126,8 +126,8 @@ proptest! {
         let push = entries.push_request(&text, 0..1).unwrap();
 
         // Protobuf: the label text as sent.
-        let (mut scratch, mut snappy) = (Vec::new(), snap::raw::Encoder::new());
-        let body = entries.snappy_push(&text, 0..1, &mut scratch, &mut snappy).unwrap();
+        let mut scratch = schema::loki::encoded::SnappyScratch::default();
+        let body = entries.snappy_push(&text, 0..1, &mut scratch).unwrap();
         let sent = decode_protobuf(&body, usize::MAX).unwrap();
         prop_assert_eq!(as_loki_reads(&sent.streams[0].labels), intended.clone());
 

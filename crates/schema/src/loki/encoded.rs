@@ -16,6 +16,33 @@ use prost::Message;
 use super::codec::{DecodeError, EncodeError};
 use super::proto::{EntryAdapter, PushRequest, StreamAdapter};
 
+/// The buffers [`EncodedEntries::snappy_push`] reuses from one push to the next: the
+/// uncompressed protobuf, the compressed block and snappy's hash table. Keep one per thread.
+pub struct SnappyScratch {
+    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    encoder: snap::raw::Encoder,
+}
+
+impl Default for SnappyScratch {
+    fn default() -> Self {
+        Self {
+            raw: Vec::new(),
+            compressed: Vec::new(),
+            encoder: snap::raw::Encoder::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SnappyScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnappyScratch")
+            .field("raw_capacity", &self.raw.capacity())
+            .field("compressed_capacity", &self.compressed.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Field 1, length-delimited (`PushRequest.streams`, `StreamAdapter.labels`,
 /// `EntryAdapter.timestamp`, `LabelPairAdapter.name`).
 const TAG_1_LEN: u8 = 0x0a;
@@ -190,21 +217,25 @@ impl<T> EncodedEntries<T> {
     }
 
     /// The push body Loki takes as `application/x-protobuf`: [`write_push`](Self::write_push)
-    /// in a raw snappy block. `scratch` (the uncompressed protobuf) and `snappy` (its hash
-    /// table) are reused between calls; the body is a fresh buffer, to be handed away.
+    /// in a raw snappy block. `scratch` (the uncompressed protobuf, the compressed block and
+    /// snappy's hash table) is reused between calls, so no call zeroes or faults in a fresh
+    /// buffer; the body is a copy of the compressed bytes, to be handed away.
     pub fn snappy_push(
         &self,
         labels: &str,
         range: Range<usize>,
-        scratch: &mut Vec<u8>,
-        snappy: &mut snap::raw::Encoder,
+        scratch: &mut SnappyScratch,
     ) -> Result<Vec<u8>, EncodeError> {
-        scratch.clear();
-        self.write_push(labels, range, scratch);
-        let mut out = vec![0; snap::raw::max_compress_len(scratch.len())];
-        let n = snappy.compress(scratch, &mut out)?;
-        out.truncate(n);
-        Ok(out)
+        scratch.raw.clear();
+        self.write_push(labels, range, &mut scratch.raw);
+        let need = snap::raw::max_compress_len(scratch.raw.len());
+        if scratch.compressed.len() < need {
+            scratch.compressed.resize(need, 0);
+        }
+        let n = scratch
+            .encoder
+            .compress(&scratch.raw, &mut scratch.compressed)?;
+        Ok(scratch.compressed[..n].to_vec())
     }
 
     /// Entry `i` decoded (for the paths that need it as a value: JSON pushes, dead letters).
@@ -397,12 +428,14 @@ mod tests {
                 (),
             );
         }
-        let (mut scratch, mut snappy) = (Vec::new(), snap::raw::Encoder::new());
-        let body = e
-            .snappy_push("{a=\"1\"}", 0..50, &mut scratch, &mut snappy)
-            .unwrap();
+        let mut scratch = SnappyScratch::default();
+        let body = e.snappy_push("{a=\"1\"}", 0..50, &mut scratch).unwrap();
         let decoded = crate::loki::codec::decode_protobuf(&body, usize::MAX).unwrap();
         assert_eq!(decoded, e.push_request("{a=\"1\"}", 0..50).unwrap());
+        // A smaller push after a larger one: the reused buffers hold no bytes of the first.
+        let body = e.snappy_push("{a=\"1\"}", 0..3, &mut scratch).unwrap();
+        let decoded = crate::loki::codec::decode_protobuf(&body, usize::MAX).unwrap();
+        assert_eq!(decoded, e.push_request("{a=\"1\"}", 0..3).unwrap());
     }
 
     #[test]
