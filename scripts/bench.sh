@@ -142,8 +142,9 @@ new = [
         f"{float(results['ingest_records_per_s']):,.0f} records/s, {results.get('ingest_lost', '?')} lost",
         "scripts/load-test.sh --duration 20 --no-thresholds"),
 ]
-table = ["", f"Figures from the run of {stamp} (`{command}`), recorded with the others in",
-         "[docs/benchmarks.md](docs/benchmarks.md); targets in brackets.", "",
+table = ["", "Each row holds the figures of the latest run that measured them (the latest run:",
+         f"{stamp}, `{command}`); every run is recorded in",
+         "[docs/benchmarks.md](docs/benchmarks.md). Targets in brackets.", "",
          "| what | result | command |", "|---|---|---|"] + [r for r in new if r] + [""]
 open(readme, "w", encoding="utf-8").write(head + begin + "\n".join(table) + end + tail)
 PY
