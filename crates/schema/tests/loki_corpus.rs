@@ -1,5 +1,5 @@
 //! The consumer's pre-flight (`schema::loki`) against a recorded real Loki: every entry of every
-//! request in `../shared/loki-conformance/cases.jsonl` (next to the repository) is decoded as
+//! request in `tests/loki-conformance/cases.jsonl` (the shared recording, copied) is decoded as
 //! Loki decodes it and checked by `schema::loki::limits`, and the verdict is compared with what
 //! Loki did: stored or not (the corpus records what Loki held afterwards: labels incl.
 //! `service_name`, timestamp, line, structured metadata with its names rewritten), and why (the
@@ -38,13 +38,14 @@ const BIG_LINE: usize = 4096;
 /// Loki's `query_ingesters_within`: older entries are accepted but not visible to queries.
 const QUERY_INGESTERS_WITHIN: i64 = 3 * 3600 * 1_000_000_000;
 
+/// The corpus: `tests/loki-conformance` in the repository (a copy of the shared recording,
+/// checked identical to it by `crates/testkit/tests/conformance.rs`).
 fn corpus() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/loki-conformance");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/loki-conformance");
     assert!(
         dir.join("cases.jsonl").is_file() && dir.join("loki-config.yaml").is_file(),
-        "the Loki conformance corpus is missing: expected cases.jsonl and loki-config.yaml in {} \
-         (the directory ../shared/loki-conformance next to the repository). It is required: \
-         without it nothing shows that the pre-flight agrees with a real Loki.",
+        "the Loki conformance corpus is missing: expected cases.jsonl and loki-config.yaml in {}. \
+         It is required: without it nothing shows that the pre-flight agrees with a real Loki.",
         dir.display()
     );
     dir

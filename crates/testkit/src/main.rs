@@ -27,7 +27,7 @@ enum Command {
     /// Run a Loki-compatible test receiver until SIGINT or SIGTERM.
     ///
     /// It accepts, rejects and stores pushes as a recorded real Loki does (LOKI.md and
-    /// ../shared/loki-conformance; see crates/testkit/README.md) and answers Loki's query API,
+    /// tests/loki-conformance; see crates/testkit/README.md) and answers Loki's query API,
     /// /ready and /metrics on --listen. Options that mirror a Loki flag also answer to its name
     /// (--max-recv-msg-size, --per-stream-rate-limit 64KB, --max-global-streams-per-user…). The control API on --control-listen changes faults at
     /// run time (GET/PUT/DELETE /control/faults, JSON), clears the store and counters

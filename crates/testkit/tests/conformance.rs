@@ -1,12 +1,14 @@
-//! The receiver against a recorded real Loki: `../shared/loki-conformance/` (next to the
-//! repository) holds 93 requests sent to a real Grafana Loki, with its answers and what it
+//! The receiver against a recorded real Loki: `tests/loki-conformance/` (a copy of the shared
+//! `../shared/loki-conformance/` next to the repository, kept in the repository so that a
+//! GitLab job, which has only the repository, runs these tests too) holds 93 requests sent to a real Grafana Loki, with its answers and what it
 //! stored, in four groups of Loki flags. For each group, a fresh receiver is started with the
 //! settings of the recording's `loki-config.yaml` plus the group's Loki flags (translated to the
 //! receiver's equivalent flags, parsed by the real CLI), and the corpus' own `replay.py` is run
 //! against it: every case of the group must come back SAME. A case the receiver cannot match
 //! would be listed in the crate README; there is none.
 //!
-//! The corpus is required: when it is missing the tests fail, they do not skip.
+//! The corpus is required: when it is missing the tests fail, they do not skip. Where the shared
+//! original is present, the copy must be identical to it (a new recording is not missed).
 
 // As clippy.toml says for test functions: a failed unwrap in a test helper is a failed test
 // with a backtrace.
@@ -28,17 +30,37 @@ struct Cli {
     loki: LokiArgs,
 }
 
-/// The corpus directory: `../shared/loki-conformance` from the repository root.
+/// The corpus directory: `tests/loki-conformance` in the repository.
 fn corpus() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/loki-conformance");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/loki-conformance");
     assert!(
         dir.join("cases.jsonl").is_file() && dir.join("replay.py").is_file(),
-        "the Loki conformance corpus is missing: expected cases.jsonl and replay.py in {} \
-         (the directory ../shared/loki-conformance next to the repository). It is required: \
-         without it nothing shows that the receiver answers like a real Loki.",
+        "the Loki conformance corpus is missing: expected cases.jsonl and replay.py in {}. \
+         It is required: without it nothing shows that the receiver answers like a real Loki.",
         dir.display()
     );
     dir
+}
+
+#[test]
+fn the_corpus_in_the_repository_is_the_shared_recording() {
+    let copy = corpus();
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/loki-conformance");
+    if !shared.is_dir() {
+        // A clone without the shared folder beside it (a GitLab job): the copy is all there is.
+        return;
+    }
+    for file in ["README.md", "cases.jsonl", "loki-config.yaml", "replay.py"] {
+        let ours = std::fs::read(copy.join(file)).unwrap();
+        let theirs = std::fs::read(shared.join(file)).unwrap();
+        assert!(
+            ours == theirs,
+            "tests/loki-conformance/{file} differs from {}: copy the new recording in \
+             (cp {}/* tests/loki-conformance/) and run the conformance tests",
+            shared.join(file).display(),
+            shared.display()
+        );
+    }
 }
 
 /// The Loki flags of `group` and how many cases it has.

@@ -1,6 +1,6 @@
 //! Loki tenant IDs (`X-Scope-OrgID`), checked as Loki (dskit) checks them: at most 150 bytes of
 //! `a-zA-Z0-9!-_.*'()`, not `.` or `..`, and one tenant only (`a|b` names several, which a push
-//! cannot have). Recorded behaviour: `../shared/loki-conformance`, group `auth`.
+//! cannot have). Recorded behaviour: `tests/loki-conformance` (the shared recording), group `auth`.
 
 use thiserror::Error;
 
