@@ -43,14 +43,13 @@ pub enum ScanError {
     #[error("topic {0:?} does not exist or has no partitions")]
     NoPartitions(String),
     /// Nothing arrived for a long time while messages were expected.
-    #[error(
-        "reading {topic:?}: no progress for {STALL_TIMEOUT:?} (partitions still open: {open:?})"
-    )]
+    #[error("reading {topic:?}: no progress for {STALL_TIMEOUT:?}; partitions still open: {open}")]
     Stalled {
         /// The topic.
         topic: String,
-        /// Partitions not read to their end.
-        open: Vec<i32>,
+        /// Partitions not read to their end, each with where the read stood (next offset, end,
+        /// high watermarks at the start and now, the client's position).
+        open: String,
     },
     /// The read was cancelled (a signal).
     #[error("reading {0:?} was interrupted")]
@@ -296,7 +295,7 @@ impl Scanner {
             if last_progress.elapsed() >= STALL_TIMEOUT {
                 return Err(ScanError::Stalled {
                     topic: self.topic.clone(),
-                    open: open.keys().copied().collect(),
+                    open: self.describe(open),
                 });
             }
             match self.consumer.poll(POLL_TIMEOUT) {
@@ -331,6 +330,33 @@ impl Scanner {
             }
         }
         Ok(())
+    }
+
+    /// Where the read of each open partition stands, for the stall error.
+    fn describe(&self, open: &BTreeMap<i32, Open>) -> String {
+        let positions = self.consumer.position().ok();
+        open.iter()
+            .map(|(&p, o)| {
+                let now = self
+                    .watermarks(p)
+                    .map_or_else(|e| format!("unknown ({e})"), |(_, high)| high.to_string());
+                let position = positions
+                    .as_ref()
+                    .and_then(|l| l.find_partition(&self.topic, p))
+                    .map_or_else(|| "none".to_owned(), |e| format!("{:?}", e.offset()));
+                let end = if o.end == i64::MAX {
+                    "its end".to_owned()
+                } else {
+                    o.end.to_string()
+                };
+                format!(
+                    "{p} (next offset {}, reading to {end}, high watermark {} at the start and \
+                     {now} now, client position {position})",
+                    o.next, o.high
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn close(&self, open: &mut BTreeMap<i32, Open>, p: i32) {
