@@ -79,6 +79,8 @@ have_gcl() {
 
 ensure_tools() {
   local install="$1"
+  # gitlab-ci-local runs on the Node it was built for (20 or newer; Debian 12 has 18).
+  ensure_node20 || return 2
   if ! have_python_tools; then
     [[ "$install" == 1 ]] || { err "check-jsonschema / PyYAML missing in $VENV"; return 2; }
     ensure_pip "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "PyYAML==$PYYAML_VERSION" || return 2

@@ -89,10 +89,10 @@ ensure_deploy_tools() {
   local cmd
   # Debian's node and npm where they are missing (the rust image of the CI jobs has neither).
   if declare -F ensure_apt >/dev/null; then
-    ensure_apt python3:python3 node:nodejs npm:npm || return 1
+    ensure_apt python3:python3 node:nodejs npm:npm jq:jq || return 1
     python3 -c 'import ensurepip' 2>/dev/null || ensure_apt __none__:python3-venv || return 1
   fi
-  for cmd in python3 node npm; do
+  for cmd in python3 node npm jq; do
     command -v "$cmd" >/dev/null 2>&1 || { _deploy_tools_log "$cmd is required"; return 1; }
   done
   _ensure_deploy_python_tools

