@@ -15,23 +15,9 @@ pub(crate) enum TenantError {
     /// Auth is on and `X-Scope-OrgID` is missing or empty (401).
     #[error("no org id")]
     NoOrgId,
-    /// `X-Scope-OrgID` names several tenants (`a|b`), which a push cannot have (400).
-    #[error("multiple org IDs present")]
-    Multiple,
-    /// A character dskit does not allow (400).
-    #[error("tenant ID '{tenant}' contains unsupported character '{character}'")]
-    Unsupported {
-        /// The tenant ID.
-        tenant: String,
-        /// The first unsupported character.
-        character: char,
-    },
-    /// Over 150 bytes (400).
-    #[error("tenant ID is too long: max 150 characters")]
-    TooLong,
-    /// `.` or `..` (400).
-    #[error("tenant ID is '.' or '..'")]
-    Unsafe,
+    /// A tenant ID Loki refuses (400), as `schema::loki::tenant` checks it.
+    #[error(transparent)]
+    Invalid(TenantIdError),
 }
 
 impl TenantError {
@@ -65,20 +51,15 @@ pub(crate) fn tenant(headers: &HeaderMap, auth_enabled: bool) -> Result<&str, Te
                 .chars()
                 .find(|c| !is_supported_tenant_char(*c))
                 .unwrap_or('?');
-            return Err(TenantError::Unsupported {
+            return Err(TenantError::Invalid(TenantIdError::Unsupported {
                 tenant: raw,
                 character,
-            });
+            }));
         }
     };
     check_tenant_id(id).map_err(|e| match e {
         TenantIdError::Empty => TenantError::NoOrgId,
-        TenantIdError::Multiple => TenantError::Multiple,
-        TenantIdError::Unsupported { tenant, character } => {
-            TenantError::Unsupported { tenant, character }
-        }
-        TenantIdError::TooLong => TenantError::TooLong,
-        TenantIdError::Unsafe => TenantError::Unsafe,
+        other => TenantError::Invalid(other),
     })?;
     Ok(id)
 }
@@ -106,15 +87,24 @@ mod tests {
         assert_eq!(tenant(&with("team-a"), true), Ok("team-a"));
         assert_eq!(tenant(&HeaderMap::new(), true), Err(TenantError::NoOrgId));
         assert_eq!(tenant(&with(""), true), Err(TenantError::NoOrgId));
-        assert_eq!(tenant(&with("a|b"), true), Err(TenantError::Multiple));
-        assert_eq!(tenant(&with(".."), true), Err(TenantError::Unsafe));
+        assert_eq!(
+            tenant(&with("a|b"), true),
+            Err(TenantError::Invalid(TenantIdError::Multiple))
+        );
+        assert_eq!(
+            tenant(&with(".."), true),
+            Err(TenantError::Invalid(TenantIdError::Unsafe))
+        );
         assert_eq!(
             tenant(&with(&"a".repeat(151)), true),
-            Err(TenantError::TooLong)
+            Err(TenantError::Invalid(TenantIdError::TooLong))
         );
         assert!(matches!(
             tenant(&with("a/b"), true),
-            Err(TenantError::Unsupported { character: '/', .. })
+            Err(TenantError::Invalid(TenantIdError::Unsupported {
+                character: '/',
+                ..
+            }))
         ));
     }
 }
