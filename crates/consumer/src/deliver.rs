@@ -132,7 +132,7 @@ struct Throttle {
 #[derive(Debug, Clone, Copy)]
 struct Streak {
     answers: u32,
-    /// Pushes Loki had accepted when the run began.
+    /// Pushes Loki had accepted when the first push of the run was sent.
     accepted_before: u64,
 }
 
@@ -324,6 +324,10 @@ async fn push_until_final(
         {
             continue;
         }
+        // Pushes Loki accepts from here on are evidence that it works while this one fails:
+        // counted from the send, not from the answer, so others answered while this one was in
+        // flight count too (a failing push sent last among many otherwise never saw any).
+        let accepted_at_send = shared.health.accepted();
         shared.metrics.in_flight.inc();
         let (outcome, status, took) = shared.loki.push(body.clone(), tenant.header.as_ref()).await;
         shared.metrics.in_flight.dec();
@@ -355,7 +359,7 @@ async fn push_until_final(
                 if status == Some(500) {
                     let s = streak.get_or_insert(Streak {
                         answers: 0,
-                        accepted_before: shared.health.accepted(),
+                        accepted_before: accepted_at_send,
                     });
                     s.answers += 1;
                     if s.is_permanent(shared, rule) {
