@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -114,6 +114,9 @@ impl Pipeline {
     /// shutdown timeout), commits what was delivered and leaves the group.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) -> Summary {
         let consumer = self.consumer.clone();
+        // One stream for the whole run: `recv()` builds a stream per message, registering and
+        // dropping a waker slot (a mutex each way) every time.
+        let mut messages = consumer.stream();
         // The tick is how late an aged batch can be pushed beyond its due time.
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,7 +131,8 @@ impl Pipeline {
                 }
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => self.on_tick(),
-                msg = consumer.recv(), if self.flow.may_read() => {
+                // A message stream never ends (rdkafka); `None` would only disable the branch.
+                Some(msg) = messages.next(), if self.flow.may_read() => {
                     self.apply_assignment_changes();
                     self.on_consumed(msg);
                     // Take what is already queued without another trip through select!.
@@ -136,14 +140,15 @@ impl Pipeline {
                         if !self.flow.may_read() {
                             break;
                         }
-                        match consumer.recv().now_or_never() {
-                            Some(msg) => self.on_consumed(msg),
-                            None => break,
+                        match messages.next().now_or_never() {
+                            Some(Some(msg)) => self.on_consumed(msg),
+                            _ => break,
                         }
                     }
                 }
             }
         }
+        drop(messages);
         self.drain().await
     }
 
