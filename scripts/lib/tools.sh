@@ -164,7 +164,7 @@ ensure_cargo_deny() {
 ensure_gitlab_clippy() {
   command -v gitlab-clippy >/dev/null 2>&1 && return 0
   _tools_log "installing gitlab-clippy $GITLAB_CLIPPY_VERSION"
-  _cargo_install gitlab-clippy --version "$GITLAB_CLIPPY_VERSION" --locked --root "$LOGPIPE_TOOLS" \
+  _cargo_install gitlab_clippy --version "$GITLAB_CLIPPY_VERSION" --locked --root "$LOGPIPE_TOOLS" \
     >"$LOGPIPE_CACHE/logs/gitlab-clippy-install.log" 2>&1 \
     || { tail -30 "$LOGPIPE_CACHE/logs/gitlab-clippy-install.log" >&2; return 1; }
 }
