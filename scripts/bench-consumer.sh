@@ -17,7 +17,7 @@ readonly SCRIPT="${0##*/}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-TANSU="${TANSU_BIN:-$HOME/.cache/logpipe/tools/bin/tansu}"
+TANSU="${TANSU_BIN:-${LOGPIPE_CACHE:-$HOME/.cache/logpipe}/tools/bin/tansu}"
 RECORDS=1000000
 REPEAT=3
 OUTAGE_RECORDS=200000

@@ -14,7 +14,7 @@ teardown_file() {
   stop_pipeline
 }
 
-topics() { "$HOME/.cache/logpipe/tools/bin/tansu" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null; }
+topics() { "${TANSU_BIN:-${LOGPIPE_CACHE:-$HOME/.cache/logpipe}/tools/bin/tansu}" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" 2>/dev/null; }
 
 # prom_at TIME — how many scrape targets Prometheus had at TIME (count(up); empty when its
 # history does not reach TIME).
