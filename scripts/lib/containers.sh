@@ -47,6 +47,7 @@ readonly CT_PROMETHEUS_IMAGE=localhost/logpipe-standin-prometheus:debian
 readonly CT_NGINX_IMAGE=localhost/logpipe-standin-nginx:debian
 readonly CT_GITLAB_KAFKA_IMAGE=localhost/logpipe-standin-gitlab-kafka:tansu
 readonly CT_GITLAB_LOKI_IMAGE=localhost/logpipe-standin-gitlab-loki:testkit
+readonly CT_GITLAB_UTIL_IMAGE=localhost/logpipe-standin-gitlab-util:debian
 # The builder stage of ./Dockerfile, kept under a name so that its layers (the compiled
 # dependencies) stay as the build cache when untagged images are pruned.
 readonly CT_BUILD_CACHE_IMAGE=localhost/logpipe-build-cache:builder
@@ -296,7 +297,8 @@ ensure_gitlab_standins() {
   containers_env
   local src="$CT_ROOT/tests/containers/standins" work rc=0
   work="$(mktemp -d "$LOGPIPE_CONTAINERS/rootfs/gitlab-standins.XXXXXX")"
-  mkdir -p "$work/kafka" "$work/loki"
+  mkdir -p "$work/kafka" "$work/loki" "$work/util"
+  cp "$src/gitlab-util.Containerfile" "$work/util/Containerfile"
   cp "$src/gitlab-kafka.Containerfile" "$work/kafka/Containerfile"
   cp "$src/kafka-entrypoint.sh" "$work/kafka/"
   cp "$src/gitlab-loki.Containerfile" "$work/loki/Containerfile"
@@ -306,6 +308,7 @@ ensure_gitlab_standins() {
   _ct_image_id "$CT_LOKI_IMAGE" >"$work/loki/base-image-id"
   _ct_standin gitlab-kafka "$CT_GITLAB_KAFKA_IMAGE" "$work/kafka" || rc=1
   _ct_standin gitlab-loki "$CT_GITLAB_LOKI_IMAGE" "$work/loki" || rc=1
+  _ct_standin gitlab-util "$CT_GITLAB_UTIL_IMAGE" "$work/util" || rc=1
   rm -rf "$work"
   return "$rc"
 }
@@ -317,7 +320,7 @@ _ct_gitlab_tags() {
   printf '%s %s\n' \
     docker.io/apache/kafka:3.9.1 "$CT_GITLAB_KAFKA_IMAGE" \
     docker.io/grafana/loki:3.4.2 "$CT_GITLAB_LOKI_IMAGE" \
-    docker.io/firecow/gitlab-ci-local-util:latest "$CT_BASE_IMAGE"
+    docker.io/firecow/gitlab-ci-local-util:latest "$CT_GITLAB_UTIL_IMAGE"
 }
 
 # gitlab_standin_tags add|remove — puts the names above on their stand-ins, or takes them off.
@@ -349,7 +352,7 @@ Images standing in for Docker Hub's (no registry is reachable here; all built on
   GitLab job services (scripts/check-gitlab.sh tags them for its run only):
   apache/kafka:3.9.1          <- $CT_GITLAB_KAFKA_IMAGE: the Kafka stand-in, configured from KAFKA_ADVERTISED_LISTENERS
   grafana/loki:3.4.2          <- $CT_GITLAB_LOKI_IMAGE: the Loki stand-in, taking the job's Loki flags
-  firecow/gitlab-ci-local-util:latest <- $CT_BASE_IMAGE (gitlab-ci-local's helper image)
+  firecow/gitlab-ci-local-util:latest <- $CT_GITLAB_UTIL_IMAGE: Debian's bash and rsync (gitlab-ci-local's helper image)
   grafana/grafana, danielqsj/kafka-exporter, prom/node-exporter: no stand-in, left out
 Our own images are the real ones: logpipe-producer and logpipe-consumer, built from ./Dockerfile.
 TABLE
