@@ -115,8 +115,11 @@ main() {
     status=0
     # A branch pipeline on main, as GitLab would run it on a push; the project is this
     # checkout (gitlab-ci-local copies its git-tracked and untracked files into the job).
+    # Artifacts stay in the state folder, where the jobs that need them get them, and are not
+    # copied into the checkout (where the next job would find them as untracked files).
     "$gcl" --state-dir "$(realpath --relative-to=. "$GITLAB_DIR/state")" --home "$GITLAB_DIR/home" \
       --container-executable podman --pull-policy if-not-present --mount-cache --cleanup \
+      --no-artifacts-to-source \
       --no-color --timestamps --concurrency 1 \
       --variable CI_PIPELINE_SOURCE=push --variable CI_COMMIT_BRANCH=main \
       "$job" >"$GITLAB_DIR/logs/${job//[^a-z0-9.-]/_}.log" 2>&1 || status=$?
