@@ -17,14 +17,16 @@ fn repo_root() -> PathBuf {
 }
 
 /// Every Dockerfile of the repository (`Dockerfile`, `Dockerfile.*`, `*.Dockerfile`,
-/// `Containerfile`), outside build output, VCS and dependency folders.
+/// `Containerfile`), outside build output, dependency folders and hidden folders: VCS, and in a
+/// GitLab job the caches inside the checkout (`.cargo` holds the sources of every crate, with
+/// their own Dockerfiles; `.cache`, `.ci-tools`).
 fn dockerfiles(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().unwrap().is_dir() {
-            if !matches!(name.as_str(), "target" | ".git" | "node_modules") {
+            if !(matches!(name.as_str(), "target" | "node_modules") || name.starts_with('.')) {
                 dockerfiles(&path, out);
             }
         } else if name == "Dockerfile"
