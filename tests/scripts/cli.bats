@@ -110,6 +110,29 @@ SCRIPTS=(wait-for-services health-check smoke-tests blue-green-deploy rollback b
   if [[ "$output" == *"trivy      skipped"* ]]; then [ "$status" -eq 3 ]; else [ "$status" -ne 2 ]; fi
 }
 
+@test "security-scan leaves out what CI keeps in the checkout (CARGO_HOME, tool caches), in a git tree and not" {
+  local d="$BATS_TEST_TMPDIR/ci-tree"
+  mkdir -p "$d/.cargo/registry/src/dep" "$d/.ci-tools/bin" "$d/src"
+  printf 'FROM debian:12-slim\nUSER nobody\n' >"$d/Dockerfile"
+  # A dependency's own test key and unpinned Dockerfile, as crates ship them.
+  printf 'key = "AKIA%s"\n' ABCDEFGHIJKLMNOP >"$d/.cargo/registry/src/dep/fixture.toml"
+  printf 'FROM alpine\n' >"$d/.cargo/registry/src/dep/Dockerfile"
+  printf 'key = "AKIA%s"\n' ABCDEFGHIJKLMNOP >"$d/.ci-tools/bin/blob"
+  printf 'fn main() {}\n' >"$d/src/main.rs"
+  run "$ROOT/scripts/security-scan.sh" --path "$d" --only secrets,hadolint --no-install
+  echo "$output"
+  [[ "$output" != *".cargo/"* && "$output" != *".ci-tools/"* ]]
+  [[ "$output" == *"secrets    ok"* ]]
+  git -C "$d" init -q
+  run "$ROOT/scripts/security-scan.sh" --path "$d" --only secrets --no-install
+  [ "$status" -eq 0 ]
+  # The project's own files are still scanned.
+  printf 'key = "AKIA%s"\n' ABCDEFGHIJKLMNOP >"$d/src/leak.toml"
+  run "$ROOT/scripts/security-scan.sh" --path "$d" --only secrets --no-install
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"possible secret at src/leak.toml:1"* ]]
+}
+
 @test "security-scan of the repository has no findings" {
   run "$ROOT/scripts/security-scan.sh" --only secrets,hadolint
   echo "$output"
