@@ -248,7 +248,7 @@ impl Scanner {
             if start >= end {
                 continue;
             }
-            let (_, high) = self.watermarks(p)?;
+            let (low, high) = self.watermarks(p)?;
             open.insert(
                 p,
                 Open {
@@ -258,7 +258,7 @@ impl Scanner {
                 },
             );
             assignment
-                .add_partition_offset(&self.topic, p, Offset::Offset(start))
+                .add_partition_offset(&self.topic, p, Offset::Offset(fetch_from(start, low, high)))
                 .map_err(ScanError::kafka("building an assignment"))?;
         }
         if open.is_empty() {
@@ -368,6 +368,19 @@ impl Scanner {
     }
 }
 
+/// Where to fetch a read that starts at `start` from, given the partition's watermarks. A start
+/// at or past tansu's high watermark (the base of the last batch plus one: see the module
+/// documentation) lies inside the last batch, and a fetch from there gets no answer at all
+/// (tansu has nothing "after" its watermark): the read then starts at the last batch's base and
+/// skips what lies before `start`. Elsewhere, and on a real Kafka, `start` itself.
+fn fetch_from(start: i64, low: i64, high: i64) -> i64 {
+    if start >= high && high > low {
+        high - 1
+    } else {
+        start
+    }
+}
+
 /// A partition being read.
 struct Open {
     /// The next offset to read.
@@ -423,4 +436,76 @@ pub(crate) fn committed_offsets(
             (e.partition(), offset)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use testkit::broker::{Broker, BrokerOptions};
+
+    use super::*;
+
+    #[test]
+    fn a_read_starts_at_the_last_batch_base_only_when_it_starts_past_the_watermark() {
+        assert_eq!(fetch_from(5, 0, 10), 5);
+        assert_eq!(fetch_from(9, 0, 10), 9);
+        // tansu: watermark 961 is the last batch's base (960) plus one; 961..968 lie inside it.
+        assert_eq!(fetch_from(961, 0, 961), 960);
+        assert_eq!(fetch_from(963, 0, 961), 960);
+        // An empty partition has no batch to start from.
+        assert_eq!(fetch_from(0, 0, 0), 0);
+        assert_eq!(fetch_from(7, 7, 7), 7);
+    }
+
+    /// The redrive's takeover stalled for 60 s in CI (twice) reading its main topic from the
+    /// watermark: on tansu a fetch from there, inside the last batch, is never answered.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_from_the_watermark_inside_tansus_last_batch_gets_every_record_after_it() {
+        let broker = Broker::start(BrokerOptions::memory())
+            .await
+            .expect("tansu starts");
+        let topic = testkit::broker::unique_name("scan");
+        broker.create_topic(&topic, 1).await.expect("topic");
+        let config = broker.client_config();
+        let topic_name = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            // Eight records in one batch.
+            let producer: BaseProducer = config
+                .clone()
+                .set("linger.ms", "200")
+                .create()
+                .expect("producer");
+            for i in 0..8 {
+                let value = format!("record {i}");
+                producer
+                    .send(BaseRecord::<(), _>::to(&topic_name).payload(&value))
+                    .expect("queued");
+            }
+            producer.flush(Duration::from_secs(10)).expect("flushed");
+
+            let scanner = Scanner::new(&config, &topic_name).expect("scanner");
+            let cancel = CancellationToken::new();
+            let (_, high) = scanner.watermarks(0).expect("watermarks");
+            let bounds = scanner.bounds(&[0], &cancel).expect("bounds");
+            assert_eq!(
+                bounds[&0].end, 8,
+                "the end is found by reading the last batch"
+            );
+            assert!(high <= 8, "watermark {high}");
+            // From the watermark to the end, as the redrive's resume check reads.
+            let mut seen = Vec::new();
+            let ranges = BTreeMap::from([(0, (high, 8))]);
+            scanner
+                .read(&ranges, &cancel, |m| {
+                    seen.push(m.offset());
+                    Visit::Continue
+                })
+                .expect("the read finishes");
+            assert_eq!(seen, (high..8).collect::<Vec<_>>(), "watermark {high}");
+        })
+        .await
+        .expect("the blocking part ran");
+    }
 }
