@@ -372,7 +372,13 @@ build_service_images() {
     podman build --format docker --pull=never --network=host --target "$target" \
       -t "$name" -f "$CT_ROOT/Dockerfile" "$CT_ROOT" || return 1
   done
-  podman image prune -f >/dev/null
+  # Housekeeping, not part of the build: an image still used by a build container that an
+  # interrupted build left behind ("external" containers) cannot go, and that must not fail the
+  # images just built. What could not be pruned is said, and stays until the next prune.
+  local out
+  if ! out="$(podman image prune -f 2>&1 >/dev/null)"; then
+    _ct_log "some untagged images were not pruned (leftover build containers: podman ps --external): ${out##*$'\n'}"
+  fi
 }
 
 CT_SERVICE_PID="" CT_TICKER_PID="" CT_SERVICE_DIR=""
