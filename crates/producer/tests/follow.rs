@@ -283,23 +283,34 @@ async fn follow_killed_with_sigkill_while_sending_repeats_nothing_and_skips_noth
         .set("bootstrap.servers", f.broker.bootstrap_servers())
         .create()
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let covered = records_before(checkpoint_offset(&f.ck).unwrap_or(0));
+    let stored = || -> i64 {
         // tansu's high watermark is at or below the real end: a lower bound of what is stored.
-        let stored: i64 = (0..3)
+        (0..3)
             .map(|partition| {
                 watermarks
                     .fetch_watermarks(&f.topic, partition, Duration::from_secs(5))
                     .map_or(0, |(_, high)| high)
             })
-            .sum();
-        if covered > 0 && stored > covered + 500 {
-            break;
+            .sum()
+    };
+    let ahead = |covered: i64, stored: i64| covered > 0 && stored > covered + 500;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let covered = records_before(checkpoint_offset(&f.ck).unwrap_or(0));
+        if ahead(covered, stored()) {
+            // Frozen, the checkpoint cannot move: check the window again and kill inside it,
+            // or let it run on (the checkpoint caught up between the look and the stop).
+            signal(p.0.id(), "-STOP");
+            let covered = records_before(checkpoint_offset(&f.ck).unwrap_or(0));
+            if ahead(covered, stored()) {
+                break;
+            }
+            signal(p.0.id(), "-CONT");
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "Kafka never got ahead of the checkpoint: {stored} stored, {covered} covered"
+            "Kafka never got ahead of the checkpoint: {} stored, {covered} covered",
+            stored()
         );
         std::thread::sleep(Duration::from_millis(2));
     }
