@@ -10,6 +10,10 @@ setup_file() {
   "$ROOT/scripts/blue-green-deploy.sh" v1 >/dev/null 2>&1 3>&-
 }
 
+teardown() {
+  dump_on_failure
+}
+
 teardown_file() {
   stop_pipeline
 }

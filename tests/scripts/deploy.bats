@@ -12,6 +12,10 @@ setup_file() {
   start_pipeline
 }
 
+teardown() {
+  dump_on_failure
+}
+
 teardown_file() {
   stop_pipeline
 }

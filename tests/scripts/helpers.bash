@@ -49,6 +49,26 @@ start_pipeline() {
   fi
 }
 
+# dump_on_failure — in a test's teardown: when the test failed, the last lines of every log of
+# the run dir (services, colours, broker) and what the consumers' metrics say about their
+# partitions, so a failure seen once (in a GitLab job, say) can be understood from its output.
+dump_on_failure() {
+  [[ -z "${BATS_TEST_COMPLETED:-}" && -n "${LOGPIPE_RUN_DIR:-}" && -d "$LOGPIPE_RUN_DIR" ]] || return 0
+  local f port
+  for f in "$LOGPIPE_RUN_DIR"/*.log; do
+    [[ -e "$f" ]] || continue
+    echo "---- last 30 lines of $f ----"
+    tail -n 30 "$f"
+  done
+  for port in "${BLUE_CONSUMER_PORT:-}" "${GREEN_CONSUMER_PORT:-}"; do
+    [[ -n "$port" ]] || continue
+    echo "---- consumer metrics on :$port (partitions, lag, commits) ----"
+    curl -fsS -m 2 "http://127.0.0.1:$port/metrics" 2>&1 \
+      | grep -vE '^#|_bucket|_sum |_count ' | grep -E 'assigned|rebalances|records_(consumed|pushed)|commits|paused|buffered|in_flight|lag|offset' \
+      | head -40 || true
+  done
+}
+
 # stop_pipeline — stops the colours, the front door and everything run-local started (by pid),
 # then fails when any process of the run dir is still alive.
 stop_pipeline() {
