@@ -493,7 +493,11 @@ mod tests {
                 bounds[&0].end, 8,
                 "the end is found by reading the last batch"
             );
-            assert!(high <= 8, "watermark {high}");
+            // tansu reports a high watermark inside the last batch: the case this is about.
+            assert!(
+                high < 8,
+                "watermark {high}: not inside the batch, nothing is tested"
+            );
             // From the watermark to the end, as the redrive's resume check reads.
             let mut seen = Vec::new();
             let ranges = BTreeMap::from([(0, (high, 8))]);
