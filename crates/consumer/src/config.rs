@@ -60,7 +60,7 @@ pub struct ConsumerConfig {
     /// Where a group without committed offsets starts: `earliest` or `latest`. Default
     /// `earliest` (nothing already in the topic is skipped).
     pub kafka_auto_offset_reset: String,
-    /// Group session timeout. Default `10s`.
+    /// Group session timeout, 6 s to 30 min (what a broker accepts by default). Default `10s`.
     #[serde(with = "humantime_serde")]
     pub kafka_session_timeout: Duration,
     /// How often stored (delivered) offsets are committed. Default `1s`.
@@ -223,6 +223,11 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// The shortest group session a Kafka broker accepts by default (`group.min.session.timeout.ms`).
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// The longest group session a Kafka broker accepts by default (`group.max.session.timeout.ms`).
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 impl ConsumerConfig {
     /// Checks values that parse but cannot work; names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -303,6 +308,19 @@ impl ConsumerConfig {
             return Err(ConfigError::invalid(
                 "batch_max_wait",
                 "must be greater than 0",
+            ));
+        }
+        // A broker with default settings refuses a join outside these bounds
+        // (`group.min.session.timeout.ms`, `group.max.session.timeout.ms`) and the consumer would
+        // run without ever being assigned a partition.
+        if !(MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&self.kafka_session_timeout) {
+            return Err(ConfigError::invalid(
+                "kafka_session_timeout",
+                format!(
+                    "{:?} is outside {MIN_SESSION_TIMEOUT:?}..={MAX_SESSION_TIMEOUT:?}, the session \
+                     timeouts a Kafka broker accepts by default",
+                    self.kafka_session_timeout
+                ),
             ));
         }
         if self.retry_min_backoff > self.retry_max_backoff {
@@ -456,10 +474,24 @@ mod tests {
             ("LOKI_SCHEMA_START", "24/10/2020", "loki_schema_start"),
             ("LOKI_TENANT_ID", "team/a", "loki_tenant_id"),
             ("METADATA_FIELDS", "trace_id,__", "metadata_fields"),
+            ("KAFKA_SESSION_TIMEOUT", "3s", "kafka_session_timeout"),
+            ("KAFKA_SESSION_TIMEOUT", "31m", "kafka_session_timeout"),
         ] {
             let e = load(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn the_session_timeouts_a_broker_accepts_by_default_load() {
+        for v in ["6s", "10s", "30m"] {
+            let c = load(&[("KAFKA_SESSION_TIMEOUT", v)]).unwrap();
+            assert!((MIN_SESSION_TIMEOUT..=MAX_SESSION_TIMEOUT).contains(&c.kafka_session_timeout));
+        }
+        let e = load(&[("KAFKA_SESSION_TIMEOUT", "5999ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("5.999s is outside 6s..=1800s"), "{e}");
     }
 
     #[test]
