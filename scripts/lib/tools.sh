@@ -22,6 +22,9 @@ tools_env() {
 
 _tools_log() { printf '[tools] %s\n' "$*" >&2; }
 
+# The folder of this file (its patches/ are applied to tools built from source).
+_TOOLS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
 # cargo install, building in a folder of its own: with the project's CARGO_TARGET_DIR it would
 # fill the project's build folder with the tool's artefacts and hold its lock meanwhile.
 _cargo_install() {
@@ -128,19 +131,62 @@ ensure_gitlab_ci_local() {
     || { tail -20 "$LOGPIPE_CACHE/logs/gitlab-ci-local-install.log" >&2; return 1; }
 }
 
-# The tansu broker (a Kafka-compatible broker from crates.io), built once into the cache.
+# The tansu broker (a Kafka-compatible broker from crates.io), built once into the cache, with
+# our fixes to it (scripts/lib/patches/tansu-$TANSU_VERSION-*.patch, applied to the published
+# sources). A stamp beside the binary names the patches it was built with: a binary built
+# without them, or with other ones, is rebuilt.
 ensure_tansu() {
-  if "$LOGPIPE_TOOLS/bin/tansu" --version >/dev/null 2>&1; then
+  local patches=() stamp="$LOGPIPE_TOOLS/bin/tansu.patches" want
+  shopt -s nullglob
+  patches=("$_TOOLS_DIR/patches/tansu-$TANSU_VERSION-"*.patch)
+  shopt -u nullglob
+  want="tansu $TANSU_VERSION"
+  [[ ${#patches[@]} -eq 0 ]] || want+=" $(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)"
+  if "$LOGPIPE_TOOLS/bin/tansu" --version >/dev/null 2>&1 && [[ "$(cat "$stamp" 2>/dev/null)" == "$want" ]]; then
     return 0
   fi
-  _tools_log "installing tansu $TANSU_VERSION (about 10-15 minutes, once)"
-  local log="$LOGPIPE_CACHE/logs/tansu-install.log"
-  if ! _cargo_install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-      --root "$LOGPIPE_TOOLS" >"$log" 2>&1; then
-    _tools_log "--locked install failed, retrying without --locked"
-    _cargo_install tansu --version "$TANSU_VERSION" --features dynostore,libsql \
-      --root "$LOGPIPE_TOOLS" >>"$log" 2>&1 || { tail -30 "$log" >&2; return 1; }
-  fi
+  _tools_log "building tansu $TANSU_VERSION with ${#patches[@]} patch(es) (about 10-15 minutes, once)"
+  local log="$LOGPIPE_CACHE/logs/tansu-install.log" work="$LOGPIPE_CACHE/build/tansu-$TANSU_VERSION"
+  _tansu_build "$work" "${patches[@]}" >"$log" 2>&1 || { tail -30 "$log" >&2; return 1; }
+  mkdir -p "$LOGPIPE_TOOLS/bin"
+  install -m 0755 "$LOGPIPE_CACHE/tool-build/release/tansu" "$LOGPIPE_TOOLS/bin/tansu"
+  printf '%s\n' "$want" >"$stamp"
+  rm -rf "$work"
+  _tools_log "tansu: $("$LOGPIPE_TOOLS/bin/tansu" --version) ($want)"
+}
+
+# _tansu_build WORK PATCH... — fetches the published tansu and tansu-broker crates through cargo
+# (a scratch manifest that depends on tansu), unpacks them into WORK, applies each PATCH to
+# tansu-broker, points tansu at the patched copy and builds it with its published Cargo.lock
+# (only tansu-broker's entry changes: it comes from the path now).
+_tansu_build() {
+  local work="$1" crate registry name
+  shift
+  rm -rf "$work" && mkdir -p "$work/fetch/src"
+  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\ntansu = "=%s"\n' \
+    "$TANSU_VERSION" >"$work/fetch/Cargo.toml"
+  : >"$work/fetch/src/lib.rs"
+  cargo fetch --manifest-path "$work/fetch/Cargo.toml"
+  registry="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+  for name in tansu tansu-broker; do
+    crate="$(find "$registry" -name "$name-$TANSU_VERSION.crate" -print -quit)"
+    [[ -n "$crate" ]] || { echo "cargo fetch left no $name-$TANSU_VERSION.crate under $registry" >&2; return 1; }
+    tar -xzf "$crate" -C "$work"
+  done
+  local patch
+  for patch in "$@"; do
+    echo "applying $patch"
+    if command -v patch >/dev/null 2>&1; then
+      patch -d "$work" -p1 --forward --batch <"$patch"
+    else
+      # Outside any repository (a CI checkout may hold the cache): paths relative to WORK.
+      (cd "$work" && GIT_CEILING_DIRECTORIES="$(dirname "$work")" git apply -p1 "$patch")
+    fi || { echo "$patch does not apply" >&2; return 1; }
+  done
+  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$TANSU_VERSION" \
+    >>"$work/tansu-$TANSU_VERSION/Cargo.toml"
+  CARGO_TARGET_DIR="$LOGPIPE_CACHE/tool-build" cargo build --release \
+    --manifest-path "$work/tansu-$TANSU_VERSION/Cargo.toml" --features dynostore,libsql --bin tansu
 }
 
 ensure_nextest() {

@@ -427,3 +427,132 @@ async fn mock_round_trip_time_delays_every_response() {
     mock.round_trip_time(MockKafka::ALL_BROKERS, Duration::ZERO)
         .unwrap();
 }
+
+/// The partitions `consumer` holds now, after serving its queue for `for_at_least` (a stream
+/// consumer runs its rebalance callbacks while it is polled).
+async fn assignment_after(consumer: &StreamConsumer, for_at_least: Duration) -> Vec<i32> {
+    let until = tokio::time::Instant::now() + for_at_least;
+    while tokio::time::Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+    let mut held: Vec<i32> = consumer
+        .assignment()
+        .expect("assignment is readable")
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    held.sort_unstable();
+    held
+}
+
+/// Waits until `consumer` holds `want`, failing with what it holds after `within`.
+async fn wait_for_assignment(
+    consumer: &StreamConsumer,
+    want: &[i32],
+    within: Duration,
+    what: &str,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let held = assignment_after(consumer, Duration::from_millis(200)).await;
+        if held == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: after {within:?} the consumer holds {held:?}, not {want:?}"
+        );
+    }
+}
+
+/// Environment variable that makes [`group_member_process`] a group member: `servers|topic|group`.
+const MEMBER_ENV: &str = "LOGPIPE_TEST_GROUP_MEMBER";
+
+/// Not a test: the body of the member process that
+/// `a_group_member_killed_without_leaving_has_its_partitions_reassigned` starts and kills. It
+/// joins the group named in `LOGPIPE_TEST_GROUP_MEMBER` and serves its queue until it is killed.
+#[tokio::test]
+#[ignore = "a helper process, started by another test with LOGPIPE_TEST_GROUP_MEMBER set"]
+async fn group_member_process() {
+    let spec = std::env::var(MEMBER_ENV).unwrap_or_else(|_| {
+        panic!("{MEMBER_ENV} is not set: this is a helper process, not a test")
+    });
+    let [servers, topic, group]: [&str; 3] = spec
+        .split('|')
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_else(|_| panic!("{MEMBER_ENV}={spec:?} is not servers|topic|group"));
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", servers)
+        .set("heartbeat.interval.ms", "1500");
+    let consumer = group_consumer(config, group);
+    consumer.subscribe(&[topic]).expect("subscribed");
+    loop {
+        let held = assignment_after(&consumer, Duration::from_millis(500)).await;
+        println!("member holds {held:?}");
+    }
+}
+
+/// A member that dies without leaving (SIGKILL) is expired after its session timeout and its
+/// partitions go to the members still alive. tansu 0.6.0 as published expired such a member
+/// from the formed group's own heartbeat and kept the group formed with the old assignments:
+/// the live member rejoined, got its old partitions back, and the dead member's partitions were
+/// consumed by nobody (scripts/lib/patches/tansu-0.6.0-group-expiry.patch, applied by
+/// scripts/test.sh's install, fixes that; this test fails without it).
+#[tokio::test]
+async fn a_group_member_killed_without_leaving_has_its_partitions_reassigned() {
+    let broker = Broker::start(BrokerOptions::memory()).await.unwrap();
+    let (topic, group) = (unique_name("logs"), unique_name("group"));
+    broker.create_topic(&topic, 3).await.unwrap();
+    // Heartbeats at a quarter of the session, as the consumer service sends them: the
+    // survivor's last contact stays within its session through the rebalance, so only the
+    // coordinator can bring the dead member's partitions back.
+    let survivor = group_consumer(
+        broker
+            .client_config()
+            .set("heartbeat.interval.ms", "1500")
+            .clone(),
+        &group,
+    );
+    survivor.subscribe(&[&topic]).unwrap();
+    wait_for_assignment(&survivor, &[0, 1, 2], WAIT, "alone in the group").await;
+
+    let mut member = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "group_member_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            MEMBER_ENV,
+            format!("{}|{topic}|{group}", broker.bootstrap_servers()),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("member process starts");
+    // The second member joins: the survivor gives some partitions up.
+    let deadline = Instant::now() + WAIT;
+    let shared = loop {
+        let held = assignment_after(&survivor, Duration::from_millis(200)).await;
+        if !held.is_empty() && held.len() < 3 {
+            break held;
+        }
+        if Instant::now() >= deadline {
+            let _ = member.kill();
+            panic!("the second member never got a partition: the survivor holds {held:?}");
+        }
+    };
+    member.kill().expect("SIGKILL");
+    member.wait().expect("member reaped");
+    // Session 6 s: expired by then, with time to rejoin and sync.
+    wait_for_assignment(
+        &survivor,
+        &[0, 1, 2],
+        Duration::from_secs(25),
+        &format!("held {shared:?} when the other member was killed"),
+    )
+    .await;
+}
