@@ -163,15 +163,17 @@ _tansu_build() {
   local work="$1" crate registry name
   shift
   rm -rf "$work" && mkdir -p "$work/fetch/src"
-  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\ntansu = "=%s"\n' \
+  # Both manifests get a [workspace] of their own: the cache can lie inside a checkout (GitLab's
+  # jobs keep it in the project folder), whose workspace would otherwise claim them.
+  printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\npublish = false\n\n[dependencies]\ntansu = "=%s"\n\n[workspace]\n' \
     "$TANSU_VERSION" >"$work/fetch/Cargo.toml"
   : >"$work/fetch/src/lib.rs"
-  cargo fetch --manifest-path "$work/fetch/Cargo.toml"
+  cargo fetch --manifest-path "$work/fetch/Cargo.toml" || return 1
   registry="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
   for name in tansu tansu-broker; do
     crate="$(find "$registry" -name "$name-$TANSU_VERSION.crate" -print -quit)"
     [[ -n "$crate" ]] || { echo "cargo fetch left no $name-$TANSU_VERSION.crate under $registry" >&2; return 1; }
-    tar -xzf "$crate" -C "$work"
+    tar -xzf "$crate" -C "$work" || return 1
   done
   local patch
   for patch in "$@"; do
@@ -180,10 +182,10 @@ _tansu_build() {
       patch -d "$work" -p1 --forward --batch <"$patch"
     else
       # Outside any repository (a CI checkout may hold the cache): paths relative to WORK.
-      (cd "$work" && GIT_CEILING_DIRECTORIES="$(dirname "$work")" git apply -p1 "$patch")
+      (cd "$work" && GIT_CEILING_DIRECTORIES="$(dirname "$work")" git apply -p1) <"$patch"
     fi || { echo "$patch does not apply" >&2; return 1; }
   done
-  printf '\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$TANSU_VERSION" \
+  printf '\n[workspace]\n\n[patch.crates-io]\ntansu-broker = { path = "../tansu-broker-%s" }\n' "$TANSU_VERSION" \
     >>"$work/tansu-$TANSU_VERSION/Cargo.toml"
   CARGO_TARGET_DIR="$LOGPIPE_CACHE/tool-build" cargo build --release \
     --manifest-path "$work/tansu-$TANSU_VERSION/Cargo.toml" --features dynostore,libsql --bin tansu
