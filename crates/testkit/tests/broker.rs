@@ -469,9 +469,9 @@ async fn wait_for_assignment(
 /// Environment variable that makes [`group_member_process`] a group member: `servers|topic|group`.
 const MEMBER_ENV: &str = "LOGPIPE_TEST_GROUP_MEMBER";
 
-/// Not a test: the body of the member process that
-/// `a_group_member_killed_without_leaving_has_its_partitions_reassigned` starts and kills. It
-/// joins the group named in `LOGPIPE_TEST_GROUP_MEMBER` and serves its queue until it is killed.
+/// Not a test: the body of the member process that the group tests below start with
+/// [`spawn_member`] and kill. It joins the group named in `LOGPIPE_TEST_GROUP_MEMBER`, serves its
+/// queue and prints what it holds ("member holds [0, 1, 2]") until it is killed.
 #[tokio::test]
 #[ignore = "a helper process, started by another test with LOGPIPE_TEST_GROUP_MEMBER set"]
 async fn group_member_process() {
@@ -493,6 +493,102 @@ async fn group_member_process() {
         let held = assignment_after(&consumer, Duration::from_millis(500)).await;
         println!("member holds {held:?}");
     }
+}
+
+/// Starts [`group_member_process`] in a child process, a member of `group` reading `topic`;
+/// `stdout` gets its "member holds [..]" lines.
+fn spawn_member(
+    broker: &Broker,
+    topic: &str,
+    group: &str,
+    stdout: std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--exact",
+            "group_member_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            MEMBER_ENV,
+            format!("{}|{topic}|{group}", broker.bootstrap_servers()),
+        )
+        .stdout(stdout)
+        .spawn()
+        .expect("member process starts")
+}
+
+/// Waits until the member process prints `want` on its (piped) stdout; fails after `within`
+/// with the last line it printed.
+async fn wait_for_member_line(member: &mut std::process::Child, want: &str, within: Duration) {
+    use std::io::BufRead;
+    let stdout = member.stdout.take().expect("the member's stdout is piped");
+    let want = want.to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Reads until the member's stdout closes (it is killed at the end of the test).
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(line)) if line == want => return,
+            Ok(Some(line)) => last = line,
+            Ok(None) => panic!("the member process ended; its last line: {last:?}"),
+            Err(_) => {
+                let _ = member.kill();
+                panic!("after {within:?} the member process printed {last:?}, not {want:?}");
+            }
+        }
+    }
+}
+
+/// A new member joins a group whose leader died without leaving (a consumer started after a
+/// broker restore finds the stopped consumer of the backup's moment still in the group). Once
+/// the dead leader's session runs out, the new member holds every partition. tansu 0.6.0 (with
+/// the expiry patch) answered the new member's SyncGroup, sent as the dead leader's follower
+/// and arriving after the expiry had cleared the leader, by forming the group from that
+/// follower's empty assignments: the member held [] for good, and no heartbeat asked it to
+/// rejoin (GitLab's script-tests job: "green not ready within 60s" after a restore).
+/// scripts/lib/patches/tansu-0.6.0-group-leader.patch fixes it; this test fails without it.
+#[tokio::test]
+async fn a_member_joining_after_the_leader_was_killed_gets_every_partition() {
+    let broker = Broker::start(BrokerOptions::memory()).await.unwrap();
+    let (topic, group) = (unique_name("logs"), unique_name("group"));
+    broker.create_topic(&topic, 3).await.unwrap();
+    let mut leader = spawn_member(&broker, &topic, &group, std::process::Stdio::piped());
+    wait_for_member_line(&mut leader, "member holds [0, 1, 2]", WAIT).await;
+    leader.kill().expect("SIGKILL");
+    leader.wait().expect("leader reaped");
+    // The newcomer joins 4-5.5 s after the leader's last heartbeat (every 1.5 s), inside its
+    // 6 s session, so it starts as the dead leader's follower. tansu holds a follower's rejoin
+    // 3 s: the leader's expiry is first seen by the newcomer's SyncGroup, while the newcomer's
+    // own session still runs (after a restore: the backup's members, gone for seconds).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let newcomer = group_consumer(
+        broker
+            .client_config()
+            .set("heartbeat.interval.ms", "1500")
+            .clone(),
+        &group,
+    );
+    newcomer.subscribe(&[&topic]).unwrap();
+    wait_for_assignment(
+        &newcomer,
+        &[0, 1, 2],
+        Duration::from_secs(30),
+        "joined while the killed leader was still a member",
+    )
+    .await;
 }
 
 /// A member that dies without leaving (SIGKILL) is expired after its session timeout and its
@@ -519,20 +615,7 @@ async fn a_group_member_killed_without_leaving_has_its_partitions_reassigned() {
     survivor.subscribe(&[&topic]).unwrap();
     wait_for_assignment(&survivor, &[0, 1, 2], WAIT, "alone in the group").await;
 
-    let mut member = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "group_member_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(
-            MEMBER_ENV,
-            format!("{}|{topic}|{group}", broker.bootstrap_servers()),
-        )
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("member process starts");
+    let mut member = spawn_member(&broker, &topic, &group, std::process::Stdio::null());
     // The second member joins: the survivor gives some partitions up.
     let deadline = Instant::now() + WAIT;
     let shared = loop {
