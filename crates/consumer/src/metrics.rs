@@ -9,7 +9,7 @@ use prometheus::{
 use schema::kafka::WireError;
 use schema::loki::limits::Discard;
 
-pub use crate::loki::RetryReason;
+use crate::loki::RetryReason;
 
 /// Label value of `service` in `ingestion_errors_total`.
 pub const SERVICE: &str = "consumer";
