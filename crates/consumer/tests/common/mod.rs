@@ -52,7 +52,7 @@ impl Env {
                 ..KafkaSettings::default()
             },
             service: ServiceSettings {
-                http_listen: "127.0.0.1:0".parse().expect("addr"),
+                http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
                 environment: "test".into(),
                 ..ConsumerConfig::default().service
             },
