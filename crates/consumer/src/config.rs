@@ -228,9 +228,9 @@ impl Default for ConsumerConfig {
 }
 
 /// The shortest group session a Kafka broker accepts by default (`group.min.session.timeout.ms`).
-pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+pub(crate) const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// The longest group session a Kafka broker accepts by default (`group.max.session.timeout.ms`).
-pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl ConsumerConfig {
     /// Checks values that parse but cannot work; names the key.

@@ -40,11 +40,12 @@ use service::config::ConfigError;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 pub use audit::{audit, AuditArgs, AuditError, OffsetRange, Outcome as AuditOutcome, QueryError};
 pub use config::{ConsumerConfig, Encoding, OversizeLines};
 pub use kafka::KafkaSetupError;
 pub use loki::ClientError;
-pub use metrics::Metrics;
 pub use moment::Moment;
 pub use output::Format;
 pub use pipeline::Summary;
