@@ -78,10 +78,8 @@ pub(crate) struct Metrics {
     pub commits: IntCounterVec,
     /// `consumer_label_sets`: distinct label sets seen.
     pub label_sets: IntGauge,
-    /// `consumer_label_overflow_total`: records whose label values were folded into `other`.
-    /// Registered (the series exists, at 0), but nothing counts into it: the folding in
-    /// `labels` does not report it.
-    #[allow(dead_code)]
+    /// `consumer_label_overflow_total`: records whose label values were folded into `other`
+    /// (counted by the intake).
     pub label_overflow: IntCounter,
     /// `consumer_loki_misconfigured`: 1 while Loki answers 401/403/404.
     pub loki_misconfigured: IntGauge,
