@@ -12,7 +12,7 @@ use schema::loki::metadata::normalize_metadata_name;
 use schema::loki::tenant::check_tenant_id;
 use schema::Timestamp;
 use serde::{Deserialize, Serialize};
-use service::config::{ConfigError, KafkaSettings, Secret, ServiceSettings};
+use service::config::{ConfigError, KafkaSettings, OptionalAddr, Secret, ServiceSettings};
 
 /// How a line over Loki's `max_line_size` is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,13 +46,14 @@ pub struct ConsumerConfig {
     /// and `kafka_sasl_password`, as the producer has them.
     #[serde(flatten)]
     pub kafka: KafkaSettings,
-    /// `http_listen` (the admin server: `/metrics`, `/healthz`, `/readyz`; required, default
-    /// `0.0.0.0:8001`), `log_level`, `log_format`, `environment` (sent as the `environment`
-    /// label), `shutdown_timeout` (the bound on flushing at shutdown) and
+    /// `http_listen` (the admin server: `/metrics`, `/healthz`, `/readyz`; required, so
+    /// [`ConsumerConfig::validate`] refuses it empty; default `0.0.0.0:8001`; see
+    /// [`ConsumerConfig::http_addr`]), `log_level`, `log_format`, `environment` (sent as the
+    /// `environment` label), `shutdown_timeout` (the bound on flushing at shutdown) and
     /// `feature_enhanced_metrics` (per-partition and per-service/level series), as the producer
     /// has them.
     #[serde(flatten)]
-    pub service: ServiceSettings<SocketAddr>,
+    pub service: ServiceSettings,
     /// Consumer group id. Default `log-consumer`.
     pub kafka_group_id: String,
     /// Dead-letter topic for records Loki will never accept. Default `logs-dlq`.
@@ -178,7 +179,10 @@ impl Default for ConsumerConfig {
         let limits = Limits::default();
         Self {
             kafka: KafkaSettings::default(),
-            service: ServiceSettings::new(SocketAddr::from(([0, 0, 0, 0], 8001))),
+            service: ServiceSettings::new(OptionalAddr::from(SocketAddr::from((
+                [0, 0, 0, 0],
+                8001,
+            )))),
             kafka_group_id: "log-consumer".into(),
             kafka_dlq_topic: "logs-dlq".into(),
             kafka_auto_offset_reset: "earliest".into(),
@@ -224,9 +228,9 @@ impl Default for ConsumerConfig {
 }
 
 /// The shortest group session a Kafka broker accepts by default (`group.min.session.timeout.ms`).
-pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+pub(crate) const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// The longest group session a Kafka broker accepts by default (`group.max.session.timeout.ms`).
-pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl ConsumerConfig {
     /// Checks values that parse but cannot work; names the key.
@@ -240,6 +244,7 @@ impl ConsumerConfig {
         };
         self.kafka.validate()?;
         self.service.validate()?;
+        self.http_addr()?;
         nonempty("kafka_group_id", &self.kafka_group_id)?;
         nonempty("kafka_dlq_topic", &self.kafka_dlq_topic)?;
         if self.kafka_dlq_topic == self.kafka.topic {
@@ -342,6 +347,20 @@ impl ConsumerConfig {
             .validate()
             .map_err(|e| ConfigError::invalid("label_fields", e.to_string()))?;
         Ok(())
+    }
+
+    /// The admin server's address (`http_listen`). The consumer cannot run without the server
+    /// (its `/metrics`, `/healthz` and `/readyz`), so an empty `http_listen`, which turns it
+    /// off, is an error naming the key.
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.service.http_listen.addr().ok_or_else(|| {
+            ConfigError::invalid(
+                "http_listen",
+                "is empty (HTTP_LISTEN in the environment, or http_listen in the config file), \
+                 which turns the HTTP server off; the consumer's /metrics, /healthz and /readyz \
+                 need it: give an address like 0.0.0.0:8001",
+            )
+        })
     }
 
     /// The label policy these settings describe.
@@ -538,15 +557,43 @@ mod tests {
 
     #[test]
     fn the_admin_server_cannot_be_turned_off_by_an_empty_http_listen() {
+        let refused = |e: &str| {
+            e.contains("`http_listen`")
+                && e.contains("HTTP_LISTEN")
+                && e.contains("/metrics, /healthz and /readyz")
+        };
         let e = load(&[("HTTP_LISTEN", "")]).unwrap_err().to_string();
+        assert!(refused(&e), "{e}");
+        // Loaded, it is off; the check that refuses it is validate's, before any port is bound.
+        let off: ConsumerConfig =
+            service::config::load(None, &[("HTTP_LISTEN".into(), String::new())].into()).unwrap();
+        assert_eq!(off.service.http_listen, OptionalAddr::OFF);
+        let e = off.validate().unwrap_err().to_string();
+        assert!(refused(&e), "{e}");
+        let e = off.http_addr().unwrap_err().to_string();
+        assert!(refused(&e), "{e}");
+        // From a config file too.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "http_listen = \"\"\n").unwrap();
+        let off: ConsumerConfig = service::config::load(Some(&f), &HashMap::new()).unwrap();
+        let e = off.validate().unwrap_err().to_string();
+        assert!(refused(&e), "{e}");
+        // An address is taken, and the default is one.
+        let c = load(&[("HTTP_LISTEN", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(
+            c.http_addr().unwrap(),
+            SocketAddr::from(([127, 0, 0, 1], 9001))
+        );
+        assert_eq!(
+            ConsumerConfig::default().http_addr().unwrap(),
+            SocketAddr::from(([0, 0, 0, 0], 8001))
+        );
+        // Not an address: refused when loading, naming the key and where it came from.
+        let e = load(&[("HTTP_LISTEN", "nowhere")]).unwrap_err().to_string();
         assert!(
             e.contains("`http_listen`") && e.contains("environment HTTP_LISTEN"),
             "{e}"
-        );
-        let c = load(&[("HTTP_LISTEN", "127.0.0.1:9001")]).unwrap();
-        assert_eq!(
-            c.service.http_listen,
-            SocketAddr::from(([127, 0, 0, 1], 9001))
         );
     }
 

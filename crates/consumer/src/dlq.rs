@@ -21,7 +21,7 @@ use crate::retry::Backoff;
 
 /// One dead letter.
 #[derive(Debug, Clone)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// The message value (the original bytes for poison messages, the record line otherwise).
     pub value: Vec<u8>,
     /// The original key, when there was one.
@@ -43,7 +43,7 @@ pub struct DeadLetter {
 /// truncated to whole milliseconds), about 1 % of a core for as long as it exists, and most
 /// consumers never write a dead letter.
 #[derive(Clone)]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     config: ClientConfig,
     producer: Arc<OnceCell<FutureProducer>>,
     topic: String,
@@ -63,7 +63,12 @@ impl DeadLetters {
     /// A writer to `topic` using the consumer's Kafka settings (idempotent, acks=all). The
     /// settings are the consumer's, which librdkafka already accepted; a producer that cannot
     /// be created shows as a failing dead-letter write (retried, offset held, metric and log).
-    pub fn new(base: &ClientConfig, topic: &str, source_topic: &str, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        base: &ClientConfig,
+        topic: &str,
+        source_topic: &str,
+        metrics: Metrics,
+    ) -> Self {
         let mut cfg = base.clone();
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
@@ -81,7 +86,7 @@ impl DeadLetters {
 
     /// Writes every letter, retrying failures until each is acknowledged or `cancel` fires.
     /// Returns true when all were written.
-    pub async fn write(&self, letters: &[DeadLetter], cancel: &CancellationToken) -> bool {
+    pub(crate) async fn write(&self, letters: &[DeadLetter], cancel: &CancellationToken) -> bool {
         let mut pending: Vec<&DeadLetter> = letters.iter().collect();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
@@ -154,7 +159,7 @@ impl DeadLetters {
     }
 
     /// Flushes the producer (at shutdown), when a dead letter was ever written.
-    pub fn flush(&self, timeout: Duration) {
+    pub(crate) fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;
         let Some(producer) = self.producer.get() else {
             return;

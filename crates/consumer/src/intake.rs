@@ -181,6 +181,9 @@ impl Intake {
             }
         };
         let resolved = self.labels.resolve(record);
+        if !resolved.overflow.is_empty() {
+            self.metrics.label_overflow.inc();
+        }
         let stream = stream_key(tenant, resolved.stream);
         let mut metadata: Metadata<'_> = self
             .metadata_fields
@@ -258,6 +261,47 @@ pub(crate) fn truncate_line(line: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Past `MAX_LABEL_SETS`, a record whose label values are new is folded into `other` (its
+    /// values kept as structured metadata) and counted in `consumer_label_overflow_total`.
+    #[test]
+    fn a_record_folded_past_the_label_set_cap_is_counted() {
+        let config = ConsumerConfig {
+            max_label_sets: 1,
+            ..ConsumerConfig::default()
+        };
+        let registry = prometheus::Registry::new();
+        let metrics = Metrics::new(&registry, "g", "t", false).unwrap();
+        let mut intake = Intake::new(&config, metrics.clone());
+        let mut batcher = Batcher::new(100, 1 << 20, std::time::Duration::from_secs(1));
+        let now = schema::Timestamp::now().as_nanos();
+        intake.set_now(now);
+        let held = Held {
+            partition: 0,
+            generation: 1,
+            offset: 0,
+        };
+        for (i, service) in ["a", "b", "c"].into_iter().enumerate() {
+            let text = format!(
+                r#"{{"timestamp":"{}","level":"info","service":"{service}","message":"m"}}"#,
+                schema::Timestamp::now().to_rfc3339()
+            );
+            let record = schema::parse_record(&text).unwrap();
+            let taken = intake.entry(
+                &record,
+                Cow::Borrowed(text.as_str()),
+                Held {
+                    offset: i as i64,
+                    ..held
+                },
+                None,
+                &mut batcher,
+            );
+            assert!(matches!(taken, Taken::Batched { .. }), "{taken:?}");
+        }
+        // "a" opened the one set; "b" and "c" were folded.
+        assert_eq!(metrics.label_overflow.get(), 2);
+    }
 
     #[test]
     fn truncation_respects_the_limit_and_char_boundaries() {

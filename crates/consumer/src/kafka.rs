@@ -22,11 +22,11 @@ use crate::config::ConsumerConfig;
 use crate::metrics::Metrics;
 
 /// The consumer type used by the pipeline.
-pub type LogConsumer = StreamConsumer<PipelineContext>;
+pub(crate) type LogConsumer = StreamConsumer<PipelineContext>;
 
 /// A change of assignment, queued by the callbacks for the pipeline loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AssignmentChange {
+pub(crate) enum AssignmentChange {
     /// Partitions added.
     Assigned(Vec<i32>),
     /// Partitions removed.
@@ -54,7 +54,7 @@ pub enum KafkaSetupError {
 }
 
 /// Callbacks of the consumer: rebalances and statistics.
-pub struct PipelineContext {
+pub(crate) struct PipelineContext {
     topic: String,
     metrics: Metrics,
     changes: Mutex<Vec<AssignmentChange>>,
@@ -75,7 +75,7 @@ impl PipelineContext {
     }
 
     /// Takes the assignment changes queued since the last call.
-    pub fn take_changes(&self) -> Vec<AssignmentChange> {
+    pub(crate) fn take_changes(&self) -> Vec<AssignmentChange> {
         self.changes
             .lock()
             .map(|mut c| std::mem::take(&mut *c))
@@ -83,7 +83,7 @@ impl PipelineContext {
     }
 
     /// Partitions currently assigned.
-    pub fn assigned(&self) -> Vec<i32> {
+    pub(crate) fn assigned(&self) -> Vec<i32> {
         self.assigned
             .lock()
             .map(|a| a.iter().copied().collect())
@@ -126,7 +126,7 @@ impl PipelineContext {
 }
 
 /// Treats "nothing to commit" as success.
-pub fn commit_result(r: KafkaResult<()>) -> KafkaResult<()> {
+pub(crate) fn commit_result(r: KafkaResult<()>) -> KafkaResult<()> {
     match r {
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
         other => other,
@@ -227,12 +227,12 @@ const FETCH_TUNING: &[(&str, &str)] = &[
 ];
 
 /// The librdkafka settings shared by the consumer and the dead-letter producer.
-pub fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
+pub(crate) fn base_client_config(config: &ConsumerConfig) -> ClientConfig {
     config.kafka.client_config(CLIENT_ID, &[])
 }
 
 /// Creates the group consumer and subscribes it, after checking both topics exist.
-pub fn create_consumer(
+pub(crate) fn create_consumer(
     config: &ConsumerConfig,
     metrics: Metrics,
 ) -> Result<LogConsumer, KafkaSetupError> {

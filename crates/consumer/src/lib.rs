@@ -36,14 +36,16 @@ mod tenants;
 use std::sync::Arc;
 
 use service::admin::{self, AdminState, Readiness};
+use service::config::ConfigError;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 pub use audit::{audit, AuditArgs, AuditError, OffsetRange, Outcome as AuditOutcome, QueryError};
 pub use config::{ConsumerConfig, Encoding, OversizeLines};
 pub use kafka::KafkaSetupError;
 pub use loki::ClientError;
-pub use metrics::Metrics;
 pub use moment::Moment;
 pub use output::Format;
 pub use pipeline::Summary;
@@ -54,6 +56,10 @@ pub use redrive::{
 /// Why the service could not start or run.
 #[derive(Debug, Error)]
 pub enum RunError {
+    /// The settings cannot run the service (checked by [`ConsumerConfig::validate`] too, e.g.
+    /// an empty `http_listen`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The admin port could not be bound.
     #[error("binding http_listen {addr}: {source}")]
     Bind {
@@ -82,6 +88,7 @@ pub async fn run(
     registry: prometheus::Registry,
     shutdown: CancellationToken,
 ) -> Result<Summary, RunError> {
+    let addr = config.http_addr()?;
     let flags = config.feature_flags();
     admin::register_common_metrics(
         &registry,
@@ -99,13 +106,10 @@ pub async fn run(
     let readiness = Readiness::new();
     readiness.set("kafka", false, "starting");
     let health = Arc::new(health::LokiHealth::new(readiness.clone(), metrics.clone()));
-    let listener = admin::bind(config.service.http_listen)
+    let listener = admin::bind(addr)
         .await
-        .map_err(|source| RunError::Bind {
-            addr: config.service.http_listen,
-            source,
-        })?;
-    tracing::info!(addr = %listener.local_addr().map_or(config.service.http_listen, |a| a), "admin server listening");
+        .map_err(|source| RunError::Bind { addr, source })?;
+    tracing::info!(addr = %listener.local_addr().map_or(addr, |a| a), "admin server listening");
     let admin_stop = CancellationToken::new();
     let app = admin::router(AdminState {
         service: "consumer",

@@ -41,7 +41,7 @@ pub enum ClientError {
 
 /// Why a push is retried (a classification of Loki's answers, also a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryReason {
+pub(crate) enum RetryReason {
     /// 429.
     RateLimited,
     /// 5xx.
@@ -56,7 +56,7 @@ pub enum RetryReason {
 
 impl RetryReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [RetryReason; 5] = [
+    pub(crate) const ALL: [RetryReason; 5] = [
         RetryReason::RateLimited,
         RetryReason::ServerError,
         RetryReason::Network,
@@ -65,7 +65,7 @@ impl RetryReason {
     ];
 
     /// Label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RetryReason::RateLimited => "rate_limited",
             RetryReason::ServerError => "server_error",
@@ -78,7 +78,7 @@ impl RetryReason {
 
 /// A push body that could not be built.
 #[derive(Debug, Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Encoding or compressing failed.
     #[error(transparent)]
     Encode(#[from] EncodeError),
@@ -96,7 +96,7 @@ thread_local! {
 
 /// What one push attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// 2xx: Loki has every entry.
     Accepted,
     /// 400 (or another 4xx that is not about credentials): Loki refused some entries and may
@@ -129,7 +129,7 @@ pub enum Outcome {
 
 /// A Loki push client. Cheap to clone.
 #[derive(Clone)]
-pub struct LokiClient {
+pub(crate) struct LokiClient {
     http: reqwest::Client,
     base: reqwest::Url,
     push_url: reqwest::Url,
@@ -154,7 +154,7 @@ impl LokiClient {
     /// as basic auth (winning over `loki_username` and `loki_bearer_token`, as they did when
     /// the HTTP client took them from the URL), so no URL this client keeps, shows in `Debug`,
     /// or puts in an error or in `/readyz` carries them.
-    pub fn new(config: &ConsumerConfig) -> Result<Self, ClientError> {
+    pub(crate) fn new(config: &ConsumerConfig) -> Result<Self, ClientError> {
         let mut base = reqwest::Url::parse(config.loki_url.trim_end_matches('/'))
             .map_err(|e| ClientError::Url(e.to_string()))?;
         let url_credentials = take_credentials(&mut base)?;
@@ -248,7 +248,7 @@ impl LokiClient {
 
     /// One push attempt for `tenant` (`X-Scope-OrgID`, or none); returns the outcome and the
     /// request's duration.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         body: Bytes,
         tenant: Option<&HeaderValue>,
@@ -307,7 +307,7 @@ impl LokiClient {
     }
 
     /// GETs Loki's `/ready`; `Err` with the reason when not ready.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub(crate) async fn ready(&self) -> Result<(), String> {
         match self.http.get(self.ready_url.clone()).send().await {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(format!("{} answered {}", self.ready_url, r.status())),
@@ -342,7 +342,7 @@ fn take_credentials(url: &mut reqwest::Url) -> Result<Option<(String, String)>, 
 }
 
 /// Maps a non-2xx status to what to do.
-pub fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome {
+pub(crate) fn classify(status: u16, retry_after: Option<Duration>, body: String) -> Outcome {
     match status {
         401 | 403 | 404 => Outcome::Misconfigured { status, body },
         413 => Outcome::TooLarge,

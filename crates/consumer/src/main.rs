@@ -74,8 +74,9 @@ fn main() -> ExitCode {
         Command::Healthcheck { port, ready } => {
             let port = port.unwrap_or_else(|| {
                 service::config::load::<ConsumerConfig>(None, &env)
-                    .map(|c| c.service.http_listen.port())
-                    .unwrap_or(8001)
+                    .ok()
+                    .and_then(|c| c.http_addr().ok())
+                    .map_or(8001, |a| a.port())
             });
             let path = if ready { "/readyz" } else { "/healthz" };
             match service::healthcheck::check("127.0.0.1", port, path, Duration::from_secs(3)) {

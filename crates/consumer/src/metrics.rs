@@ -9,13 +9,13 @@ use prometheus::{
 use schema::kafka::WireError;
 use schema::loki::limits::Discard;
 
-pub use crate::loki::RetryReason;
+use crate::loki::RetryReason;
 
 /// Label value of `service` in `ingestion_errors_total`.
-pub const SERVICE: &str = "consumer";
+pub(crate) const SERVICE: &str = "consumer";
 
 /// Reasons a record goes to the dead-letter topic besides decode and Loki discard reasons.
-pub const EXTRA_DLQ_REASONS: [&str; 5] = [
+pub(crate) const EXTRA_DLQ_REASONS: [&str; 5] = [
     "loki_rejected",
     "retries_exhausted",
     "loki_persistent_error",
@@ -24,7 +24,7 @@ pub const EXTRA_DLQ_REASONS: [&str; 5] = [
 ];
 
 /// Dead-letter reason of a record whose tenant field holds a value Loki refuses as a tenant.
-pub const INVALID_TENANT: &str = "invalid_tenant";
+pub(crate) const INVALID_TENANT: &str = "invalid_tenant";
 
 /// Status labels of `loki_push_requests_total` pre-initialised to 0.
 const PUSH_STATUSES: [&str; 9] = [
@@ -33,8 +33,7 @@ const PUSH_STATUSES: [&str; 9] = [
 
 /// The consumer's metrics.
 #[derive(Clone)]
-pub struct Metrics {
-    registry: Registry,
+pub(crate) struct Metrics {
     enhanced: bool,
     group: String,
     topic: String,
@@ -79,7 +78,8 @@ pub struct Metrics {
     pub commits: IntCounterVec,
     /// `consumer_label_sets`: distinct label sets seen.
     pub label_sets: IntGauge,
-    /// `consumer_label_overflow_total`: records whose label values were folded into `other`.
+    /// `consumer_label_overflow_total`: records whose label values were folded into `other`
+    /// (counted by the intake).
     pub label_overflow: IntCounter,
     /// `consumer_loki_misconfigured`: 1 while Loki answers 401/403/404.
     pub loki_misconfigured: IntGauge,
@@ -136,7 +136,7 @@ fn histogram(
 
 impl Metrics {
     /// Creates and registers every metric; label values of closed sets start at 0.
-    pub fn new(
+    pub(crate) fn new(
         registry: &Registry,
         group: &str,
         topic: &str,
@@ -150,7 +150,6 @@ impl Metrics {
             1.5, 2.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let m = Self {
-            registry: r.clone(),
             enhanced,
             group: group.to_owned(),
             topic: topic.to_owned(),
@@ -340,13 +339,8 @@ impl Metrics {
         Ok(m)
     }
 
-    /// The registry these metrics live in.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// A record could not be decoded (it goes to the dead-letter topic).
-    pub fn decode_failed(&self, error: &WireError, partition: i32, offset: i64) {
+    pub(crate) fn decode_failed(&self, error: &WireError, partition: i32, offset: i64) {
         tracing::warn!(partition, offset, reason = error.reason(), error = %error,
             "poison message, sending it to the dead-letter topic");
         self.ingestion_errors
@@ -355,7 +349,13 @@ impl Metrics {
     }
 
     /// A record failed a pre-flight check against Loki's limits.
-    pub fn preflight_failed(&self, reason: Discard, partition: i32, offset: i64, detail: &str) {
+    pub(crate) fn preflight_failed(
+        &self,
+        reason: Discard,
+        partition: i32,
+        offset: i64,
+        detail: &str,
+    ) {
         tracing::warn!(
             partition,
             offset,
@@ -369,12 +369,12 @@ impl Metrics {
     }
 
     /// Records landed in the dead-letter topic (acknowledged).
-    pub fn dlq_written(&self, reason: &str, n: u64) {
+    pub(crate) fn dlq_written(&self, reason: &str, n: u64) {
         self.records_dlq.with_label_values(&[reason]).inc_by(n);
     }
 
     /// Writing to the dead-letter topic failed; it is retried.
-    pub fn dlq_failed(&self, error: &dyn std::fmt::Display, attempt: u32) {
+    pub(crate) fn dlq_failed(&self, error: &dyn std::fmt::Display, attempt: u32) {
         tracing::error!(error = %error, attempt,
             "cannot write to the dead-letter topic; retrying, offsets held back");
         self.ingestion_errors
@@ -383,14 +383,14 @@ impl Metrics {
     }
 
     /// A push answer or network failure, counted by status.
-    pub fn push_answered(&self, status: Option<u16>, seconds: f64) {
+    pub(crate) fn push_answered(&self, status: Option<u16>, seconds: f64) {
         let label = status.map_or_else(|| "network".to_owned(), |s| s.to_string());
         self.push_requests.with_label_values(&[&label]).inc();
         self.push_duration.observe(seconds);
     }
 
     /// A push of `tenant` (its name; empty for none) will be retried.
-    pub fn push_retry(
+    pub(crate) fn push_retry(
         &self,
         tenant: &str,
         reason: RetryReason,
@@ -420,7 +420,7 @@ impl Metrics {
     }
 
     /// Loki rejected an entry on its own (isolated by bisection).
-    pub fn loki_rejected(&self, reason: &str, partition: i32, offset: i64, message: &str) {
+    pub(crate) fn loki_rejected(&self, reason: &str, partition: i32, offset: i64, message: &str) {
         tracing::warn!(
             partition,
             offset,
@@ -434,7 +434,7 @@ impl Metrics {
     }
 
     /// Loki kept failing a record alone with a 5xx while it worked otherwise.
-    pub fn loki_persistent_error(&self, partition: i32, offset: i64, answer: &str) {
+    pub(crate) fn loki_persistent_error(&self, partition: i32, offset: i64, answer: &str) {
         tracing::warn!(
             partition,
             offset,
@@ -447,7 +447,7 @@ impl Metrics {
     }
 
     /// A tenant's metric label is in use: its series start at 0.
-    pub fn tenant_seen(&self, tenant: &str) {
+    pub(crate) fn tenant_seen(&self, tenant: &str) {
         self.tenant_records_pushed.with_label_values(&[tenant]);
         for reason in RetryReason::ALL {
             self.tenant_push_retries
@@ -456,21 +456,21 @@ impl Metrics {
     }
 
     /// Records of `tenant` (its metric label) were acknowledged.
-    pub fn tenant_pushed(&self, tenant: &str, records: usize) {
+    pub(crate) fn tenant_pushed(&self, tenant: &str, records: usize) {
         self.tenant_records_pushed
             .with_label_values(&[tenant])
             .inc_by(records as u64);
     }
 
     /// A push of `tenant` (its metric label) is retried.
-    pub fn tenant_retry(&self, tenant: &str, reason: RetryReason) {
+    pub(crate) fn tenant_retry(&self, tenant: &str, reason: RetryReason) {
         self.tenant_push_retries
             .with_label_values(&[tenant, reason.as_str()])
             .inc();
     }
 
     /// A record's tenant field holds a value Loki refuses as a tenant.
-    pub fn tenant_refused(&self, partition: i32, offset: i64, error: &str) {
+    pub(crate) fn tenant_refused(&self, partition: i32, offset: i64, error: &str) {
         tracing::warn!(
             partition,
             offset,
@@ -483,7 +483,7 @@ impl Metrics {
     }
 
     /// A push was acknowledged.
-    pub fn pushed(&self, records: usize, bytes: usize, oldest_kafka_ms: Option<i64>) {
+    pub(crate) fn pushed(&self, records: usize, bytes: usize, oldest_kafka_ms: Option<i64>) {
         self.records_pushed.inc_by(records as u64);
         self.batch_records.observe(records as f64);
         self.batch_bytes.observe(bytes as f64);
@@ -498,14 +498,14 @@ impl Metrics {
     }
 
     /// Per service/level counts (only with FEATURE_ENHANCED_METRICS).
-    pub fn count_level(&self, service: &str, level: &str, n: u64) {
+    pub(crate) fn count_level(&self, service: &str, level: &str, n: u64) {
         if self.enhanced {
             self.by_level.with_label_values(&[service, level]).inc_by(n);
         }
     }
 
     /// Sets per-partition lag and the group's sum; removes series of partitions no longer held.
-    pub fn set_lag(&self, lags: &[(i32, i64)], previous: &[i32]) {
+    pub(crate) fn set_lag(&self, lags: &[(i32, i64)], previous: &[i32]) {
         for p in previous {
             if !lags.iter().any(|(q, _)| q == p) {
                 let _ = self.lag.remove_label_values(&[&self.topic, &p.to_string()]);
@@ -525,14 +525,14 @@ impl Metrics {
     }
 
     /// Removes the lag series of partitions this consumer no longer owns.
-    pub fn remove_lag(&self, partitions: &[i32]) {
+    pub(crate) fn remove_lag(&self, partitions: &[i32]) {
         for p in partitions {
             let _ = self.lag.remove_label_values(&[&self.topic, &p.to_string()]);
         }
     }
 
     /// Commit outcome.
-    pub fn committed(&self, result: &Result<(), rdkafka::error::KafkaError>) {
+    pub(crate) fn committed(&self, result: &Result<(), rdkafka::error::KafkaError>) {
         match result {
             Ok(()) => self.commits.with_label_values(&["ok"]).inc(),
             Err(e) => {
@@ -551,18 +551,19 @@ mod tests {
     use super::*;
     use prometheus::Encoder;
 
-    fn text(m: &Metrics) -> String {
+    fn text(r: &Registry) -> String {
         let mut buf = Vec::new();
         prometheus::TextEncoder::new()
-            .encode(&m.registry().gather(), &mut buf)
+            .encode(&r.gather(), &mut buf)
             .unwrap();
         String::from_utf8(buf).unwrap()
     }
 
     #[test]
     fn contract_metric_names_exist_with_zeroed_series() {
-        let m = Metrics::new(&Registry::new(), "g", "logs", false).unwrap();
-        let t = text(&m);
+        let r = Registry::new();
+        let _m = Metrics::new(&r, "g", "logs", false).unwrap();
+        let t = text(&r);
         for needle in [
             r#"ingestion_errors_total{reason="invalid_json",service="consumer",stage="decode"} 0"#,
             r#"kafka_consumer_lag_sum{group="g",topic="logs"} 0"#,
@@ -577,11 +578,12 @@ mod tests {
 
     #[test]
     fn lag_series_of_revoked_partitions_disappear() {
-        let m = Metrics::new(&Registry::new(), "g", "logs", false).unwrap();
+        let r = Registry::new();
+        let m = Metrics::new(&r, "g", "logs", false).unwrap();
         m.set_lag(&[(0, 5), (1, 7)], &[]);
-        assert!(text(&m).contains(r#"kafka_consumer_lag_sum{group="g",topic="logs"} 12"#));
+        assert!(text(&r).contains(r#"kafka_consumer_lag_sum{group="g",topic="logs"} 12"#));
         m.set_lag(&[(1, 2)], &[0, 1]);
-        let t = text(&m);
+        let t = text(&r);
         assert!(!t.contains(r#"kafka_consumer_lag{partition="0""#));
         assert!(t.contains(r#"kafka_consumer_lag_sum{group="g",topic="logs"} 2"#));
     }

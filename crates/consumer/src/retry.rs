@@ -9,11 +9,11 @@ use tokio::time::Instant;
 
 /// The longest `Retry-After` honoured; a larger value is capped so a misbehaving proxy cannot
 /// park the pipeline for hours.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Back-off state of one retried operation.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
@@ -21,7 +21,7 @@ pub struct Backoff {
 
 impl Backoff {
     /// Starts at `min`, doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             min,
             max: max.max(min),
@@ -30,18 +30,18 @@ impl Backoff {
     }
 
     /// Attempts made so far.
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.attempt
     }
 
     /// Starts over at `min` (the operation succeeded).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The delay before the next attempt: "equal jitter" (half fixed, half random) of
     /// `min · 2^attempt` capped at `max`, but never less than the server's `Retry-After`.
-    pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
         let exp = self
             .min
             .saturating_mul(1u32.checked_shl(self.attempt.min(20)).unwrap_or(u32::MAX))
@@ -66,7 +66,7 @@ impl Backoff {
 /// queue of batches does not multiply the attempts against a Loki that is down (each batch
 /// keeping its own back-off would make them grow with the queue). Success closes the episode.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     state: Mutex<GateState>,
 }
 
@@ -78,7 +78,7 @@ struct GateState {
 
 impl Gate {
     /// An open gate whose back-off runs from `min` to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
             state: Mutex::new(GateState {
                 backoff: Backoff::new(min, max),
@@ -93,14 +93,14 @@ impl Gate {
     }
 
     /// When the next push may start, if that is later than `now`.
-    pub fn closed_until(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
         self.state().open_at.filter(|at| *at > now)
     }
 
     /// Records a Loki-wide failure seen at `now`: the gate closes for the next back-off step
     /// (at least `retry_after`), counted from now. Failures of pushes that were already in
     /// flight when the gate closed do not add steps.
-    pub fn failed(&self, now: Instant, retry_after: Option<Duration>) {
+    pub(crate) fn failed(&self, now: Instant, retry_after: Option<Duration>) {
         let mut s = self.state();
         if s.open_at.is_some_and(|at| at > now) {
             return;
@@ -110,7 +110,7 @@ impl Gate {
     }
 
     /// Records an accepted push: the gate opens and the back-off starts over.
-    pub fn succeeded(&self) {
+    pub(crate) fn succeeded(&self) {
         let mut s = self.state();
         s.backoff.reset();
         s.open_at = None;

@@ -538,7 +538,7 @@ async fn failing_offset_commits_never_commit_past_undelivered_data_and_recover_o
             ..Default::default()
         },
         service: service::config::ServiceSettings {
-            http_listen: "127.0.0.1:0".parse().unwrap(),
+            http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
             environment: "test".into(),
             ..consumer::ConsumerConfig::default().service
         },

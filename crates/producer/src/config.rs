@@ -30,7 +30,7 @@ pub struct ProducerConfig {
     /// `feature_enhanced_metrics` (adds `producer_records_by_level_total{level,service}`), as the
     /// consumer has them.
     #[serde(flatten)]
-    pub service: ServiceSettings<OptionalAddr>,
+    pub service: ServiceSettings,
     /// Compression codec: `none`, `gzip`, `snappy`, `lz4` or `zstd`. Default `lz4`.
     pub kafka_compression: String,
     /// How long librdkafka waits to fill a batch (`linger.ms`), humantime. Default `5ms`.

@@ -32,7 +32,9 @@ pub(crate) enum Enqueue {
     /// Kafka will never take it (counted and logged).
     Refused,
     /// The queue stayed full longer than the dispatcher may wait (its queue wait, or the
-    /// shutdown timeout after a shutdown signal); the record was not sent.
+    /// shutdown timeout after a shutdown signal); the record was not sent. A file source's
+    /// dispatcher counts it as undelivered; an HTTP request's leaves it to the request, which
+    /// refuses it with the rest ([`Dispatcher::refuse_for_room`]).
     Interrupted,
 }
 
@@ -162,7 +164,7 @@ impl<M> Dispatcher<M> {
     /// acknowledgements may advance it), and delivery reports are served on this thread (it
     /// may have taken them over, see [`Sink::poll_inline`]). The wait ends with
     /// [`Enqueue::Interrupted`] after the origin's queue wait, or once the shutdown timeout
-    /// passed after a shutdown signal.
+    /// passed after a shutdown signal (a file source's record then counts as undelivered).
     pub(crate) fn send(
         &mut self,
         origin: &str,
@@ -195,6 +197,9 @@ impl<M> Dispatcher<M> {
                     let shutdown_over =
                         self.shutdown.is_cancelled() && waited > self.shutdown_timeout;
                     if patience_over || shutdown_over {
+                        if self.origin == Origin::File {
+                            self.report.undelivered += 1;
+                        }
                         return Enqueue::Interrupted;
                     }
                     self.sink.poll(Duration::from_millis(1));
@@ -331,5 +336,70 @@ impl<M> std::fmt::Debug for Dispatcher<M> {
             .field("pending", &self.pending.len())
             .field("report", &self.report)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::Registry;
+    use schema::RecordReader;
+
+    use super::*;
+    use crate::batch::Item;
+    use crate::config::ProducerConfig;
+
+    /// A batch of `n` valid records.
+    fn batch(n: usize) -> Batch {
+        let text: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"timestamp\":\"2026-01-02T03:04:05Z\",\"level\":\"info\",\"service\":\"api\",\"message\":\"m{i}\"}}\n"
+                )
+            })
+            .collect();
+        let mut reader = RecordReader::new(text.as_bytes());
+        let mut batch = Batch::new();
+        while let Some(item) = reader.next_record() {
+            batch.push(item);
+        }
+        batch
+    }
+
+    /// Sends two records through a queue of one towards a broker that never answers (the
+    /// second finds the queue full), after a shutdown signal with no time left to wait.
+    fn interrupted(origin: Origin) -> Report {
+        let mut config = ProducerConfig::default();
+        config.kafka.bootstrap_servers = "127.0.0.1:1".into();
+        config.kafka_queue_max_messages = 1;
+        let sink = Arc::new(Sink::new(&config).unwrap());
+        let metrics = Arc::new(Metrics::register(&Registry::new(), false).unwrap());
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut d: Dispatcher<()> =
+            Dispatcher::new(sink, metrics, origin, shutdown, Duration::ZERO, 10);
+        let batch = batch(2);
+        let sent: Vec<Enqueue> = batch
+            .items()
+            .iter()
+            .filter_map(|item| match item {
+                Item::Record(r) => Some(d.send("test", &batch, r, |(), _| {})),
+                Item::Rejected(_) => None,
+            })
+            .collect();
+        assert_eq!(sent, [Enqueue::Sent, Enqueue::Interrupted]);
+        d.report.clone()
+    }
+
+    #[test]
+    fn a_file_sources_interrupted_send_counts_as_undelivered() {
+        let report = interrupted(Origin::File);
+        assert_eq!((report.read, report.undelivered), (2, 1), "{report}");
+    }
+
+    #[test]
+    fn an_http_requests_interrupted_send_is_left_to_the_request() {
+        let report = interrupted(Origin::Http(Duration::ZERO));
+        assert_eq!((report.read, report.undelivered), (2, 0), "{report}");
+        assert_eq!(report.failed_total(), 0, "{report}");
     }
 }

@@ -349,7 +349,6 @@ fn send_batches(
                         }
                     }
                     if d.send(origin, &read.batch, record, |_, _| {}) == Enqueue::Interrupted {
-                        d.report.undelivered += 1;
                         return PassEnd::Interrupted;
                     }
                 }

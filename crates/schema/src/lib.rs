@@ -8,11 +8,11 @@ pub mod labels;
 pub mod loki;
 pub mod reader;
 pub mod record;
-pub mod timestamp;
-pub mod validate;
+mod timestamp;
+mod validate;
 
 pub use labels::{LabelPolicy, LabelSet};
 pub use reader::{Position, ReadError, ReadRecord, RecordReader};
 pub use record::{Level, LogRecord};
-pub use timestamp::Timestamp;
+pub use timestamp::{Timestamp, TimestampError};
 pub use validate::{parse_record, parse_record_bytes, Reason, RecordError};

@@ -17,7 +17,7 @@ use testkit::loki::{LokiConfig, LokiHandle, LokiReceiver};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub struct Env {
+pub(crate) struct Env {
     pub broker: Broker,
     pub topic: String,
     pub dlq: String,
@@ -25,7 +25,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn new(partitions: i32) -> Self {
+    pub(crate) async fn new(partitions: i32) -> Self {
         let broker = Broker::start(BrokerOptions::memory())
             .await
             .expect("tansu starts");
@@ -44,7 +44,7 @@ impl Env {
         }
     }
 
-    pub fn config(&self, loki: &LokiHandle) -> ConsumerConfig {
+    pub(crate) fn config(&self, loki: &LokiHandle) -> ConsumerConfig {
         ConsumerConfig {
             kafka: KafkaSettings {
                 bootstrap_servers: self.broker.bootstrap_servers(),
@@ -52,7 +52,7 @@ impl Env {
                 ..KafkaSettings::default()
             },
             service: ServiceSettings {
-                http_listen: "127.0.0.1:0".parse().expect("addr"),
+                http_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into(),
                 environment: "test".into(),
                 ..ConsumerConfig::default().service
             },
@@ -71,7 +71,7 @@ impl Env {
         }
     }
 
-    pub fn producer(&self) -> FutureProducer {
+    pub(crate) fn producer(&self) -> FutureProducer {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.broker.bootstrap_servers())
             .set("enable.idempotence", "true")
@@ -81,7 +81,7 @@ impl Env {
     }
 
     /// Produces raw values (key = service when given) with the record headers when `headers`.
-    pub async fn produce_raw(&self, items: &[(Option<String>, Vec<u8>)], headers: bool) {
+    pub(crate) async fn produce_raw(&self, items: &[(Option<String>, Vec<u8>)], headers: bool) {
         let p = self.producer();
         let futures: Vec<_> = items
             .iter()
@@ -111,7 +111,7 @@ impl Env {
     }
 
     /// Produces records in the wire form (canonical value, key = service, headers).
-    pub async fn produce_records(&self, records: &[String]) {
+    pub(crate) async fn produce_records(&self, records: &[String]) {
         let items: Vec<_> = records
             .iter()
             .map(|r| {
@@ -125,7 +125,7 @@ impl Env {
     }
 
     /// Committed offsets of the test group, summed over partitions (unset counts as 0).
-    pub fn committed_sum(&self, partitions: i32) -> i64 {
+    pub(crate) fn committed_sum(&self, partitions: i32) -> i64 {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.broker.bootstrap_servers())
             .set("group.id", &self.group)
@@ -158,7 +158,7 @@ impl Env {
     }
 
     /// Messages in the dead-letter topic with their headers.
-    pub fn read_dlq(&self, expect: usize) -> Vec<DeadLetterMessage> {
+    pub(crate) fn read_dlq(&self, expect: usize) -> Vec<DeadLetterMessage> {
         use rdkafka::message::{Headers, Message};
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.broker.bootstrap_servers())
@@ -192,19 +192,19 @@ impl Env {
     }
 }
 
-pub async fn receiver(mut config: LokiConfig) -> LokiHandle {
+pub(crate) async fn receiver(mut config: LokiConfig) -> LokiHandle {
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.control_listen = "127.0.0.1:0".parse().expect("addr");
     LokiReceiver::start(config).await.expect("receiver starts")
 }
 
-pub fn open_receiver_config() -> LokiConfig {
+pub(crate) fn open_receiver_config() -> LokiConfig {
     LokiConfig::default().without_rate_limits()
 }
 
 /// A receiver without rate limits that refuses connections (Loki down) until its faults are
 /// cleared.
-pub async fn refusing_receiver() -> LokiHandle {
+pub(crate) async fn refusing_receiver() -> LokiHandle {
     let loki = receiver(open_receiver_config()).await;
     loki.set_faults(testkit::loki::Faults {
         outage: Some(testkit::loki::Outage::Refuse),
@@ -217,14 +217,14 @@ pub async fn refusing_receiver() -> LokiHandle {
 
 /// The consumer running in-process. Dropping it (a test that panics) stops the consumer, so
 /// the test's runtime can shut down instead of waiting for the consumer's blocking work.
-pub struct App {
+pub(crate) struct App {
     pub stop: CancellationToken,
     pub task: JoinHandle<Result<consumer::Summary, consumer::RunError>>,
     pub registry: prometheus::Registry,
     _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
-pub fn spawn_app(config: ConsumerConfig) -> App {
+pub(crate) fn spawn_app(config: ConsumerConfig) -> App {
     // The consumer's log goes to the test's output, which nextest shows when the test fails.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -242,7 +242,7 @@ pub fn spawn_app(config: ConsumerConfig) -> App {
 }
 
 impl App {
-    pub async fn shutdown(self) -> consumer::Summary {
+    pub(crate) async fn shutdown(self) -> consumer::Summary {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
@@ -251,12 +251,16 @@ impl App {
             .expect("consumer ran")
     }
 
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric_value(&self.registry, name, labels)
     }
 }
 
-pub fn metric_value(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric_value(
+    registry: &prometheus::Registry,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
     for family in registry.gather() {
         if family.name() != name {
             continue;
@@ -279,7 +283,7 @@ pub fn metric_value(registry: &prometheus::Registry, name: &str, labels: &[(&str
 }
 
 /// Polls `check` until it returns true or `timeout` passes; returns whether it did.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub(crate) async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -298,7 +302,7 @@ where
 
 /// `n` valid records from the generator, timestamps ending about now (so Loki's age limits
 /// pass), in order.
-pub fn fresh_records(n: u64, seed: u64) -> Vec<String> {
+pub(crate) fn fresh_records(n: u64, seed: u64) -> Vec<String> {
     let span = Duration::from_secs(600);
     let start_ns = schema::Timestamp::now().as_nanos() - span.as_nanos() as i64;
     let opts = testkit::gen::GenOptions {
@@ -318,4 +322,4 @@ pub fn fresh_records(n: u64, seed: u64) -> Vec<String> {
 }
 
 /// A dead-letter message: its value and its headers.
-pub type DeadLetterMessage = (Vec<u8>, Vec<(String, String)>);
+pub(crate) type DeadLetterMessage = (Vec<u8>, Vec<(String, String)>);

@@ -15,7 +15,7 @@ use testkit::service::{run_to_exit, Finished, Readiness, ServiceProcess, Service
 use testkit::topic::{read_topic, ReadUntil, TopicRecord};
 
 /// The canonical line of a record (what the producer writes and Loki stores).
-pub fn line(ts_ns: i64, service: &str, level: &str, message: &str) -> String {
+pub(crate) fn line(ts_ns: i64, service: &str, level: &str, message: &str) -> String {
     let ts = schema::Timestamp::from_nanos(ts_ns)
         .expect("timestamp")
         .to_rfc3339();
@@ -30,12 +30,12 @@ pub fn line(ts_ns: i64, service: &str, level: &str, message: &str) -> String {
 }
 
 /// Now, in ns since the epoch.
-pub fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     schema::Timestamp::now().as_nanos()
 }
 
 /// The service of a canonical line.
-pub fn service_of(line: &str) -> String {
+pub(crate) fn service_of(line: &str) -> String {
     schema::parse_record(line)
         .expect("valid record")
         .service
@@ -43,7 +43,7 @@ pub fn service_of(line: &str) -> String {
 }
 
 /// An idempotent producer with `acks=all`.
-pub fn producer(bootstrap: &str) -> FutureProducer {
+pub(crate) fn producer(bootstrap: &str) -> FutureProducer {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -53,7 +53,7 @@ pub fn producer(bootstrap: &str) -> FutureProducer {
 }
 
 /// One message to write: key, value, headers.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, String)>,
@@ -61,7 +61,7 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// A dead letter as the consumer writes it for a record of `source_topic`.
-    pub fn letter(
+    pub(crate) fn letter(
         value: &str,
         reason: &str,
         source_topic: &str,
@@ -83,7 +83,7 @@ impl Outgoing {
 }
 
 /// Writes `messages` to `topic` and waits for every acknowledgement.
-pub async fn write(bootstrap: &str, topic: &str, messages: &[Outgoing]) {
+pub(crate) async fn write(bootstrap: &str, topic: &str, messages: &[Outgoing]) {
     let p = producer(bootstrap);
     let sends: Vec<_> = messages
         .iter()
@@ -111,7 +111,7 @@ pub async fn write(bootstrap: &str, topic: &str, messages: &[Outgoing]) {
 }
 
 /// Every message of `topic`, with headers, to the end as at the call.
-pub async fn read_all(bootstrap: &str, topic: &str) -> Vec<TopicRecord> {
+pub(crate) async fn read_all(bootstrap: &str, topic: &str) -> Vec<TopicRecord> {
     read_topic(
         bootstrap,
         topic,
@@ -123,7 +123,7 @@ pub async fn read_all(bootstrap: &str, topic: &str) -> Vec<TopicRecord> {
 }
 
 /// The offsets `group` committed on `topic`'s `partitions` (`None`: none).
-pub async fn committed(
+pub(crate) async fn committed(
     bootstrap: &str,
     group: &str,
     topic: &str,
@@ -168,7 +168,7 @@ pub async fn committed(
 }
 
 /// Commits `offsets` (topic, partition → offset) for `group` without joining it.
-pub async fn commit(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
+pub(crate) async fn commit(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
     let mut tpl = TopicPartitionList::new();
     for (t, p, o) in offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o))
@@ -188,7 +188,7 @@ pub async fn commit(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) 
 }
 
 /// The environment of the `consumer` binary: exactly these variables, plus text logs.
-pub fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+pub(crate) fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -199,14 +199,18 @@ pub fn vars(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 }
 
 /// Runs `consumer ARGS` to its exit (at most `within`).
-pub async fn run_consumer(args: &[&str], env: &[(String, String)], within: Duration) -> Finished {
+pub(crate) async fn run_consumer(
+    args: &[&str],
+    env: &[(String, String)],
+    within: Duration,
+) -> Finished {
     run_to_exit(Path::new(env!("CARGO_BIN_EXE_consumer")), args, env, within)
         .await
         .unwrap_or_else(|e| panic!("consumer {args:?}: {e}"))
 }
 
 /// `consumer ARGS` as a process that serves nothing (a command-line tool), to be killed.
-pub async fn spawn_consumer_tool(
+pub(crate) async fn spawn_consumer_tool(
     name: &str,
     args: &[&str],
     env: Vec<(String, String)>,
@@ -221,7 +225,11 @@ pub async fn spawn_consumer_tool(
 }
 
 /// `consumer run` as a service process, ready once it serves `/healthz`.
-pub async fn start_consumer(name: &str, env: Vec<(String, String)>, logs: &Path) -> ServiceProcess {
+pub(crate) async fn start_consumer(
+    name: &str,
+    env: Vec<(String, String)>,
+    logs: &Path,
+) -> ServiceProcess {
     let mut spec = ServiceSpec::run(name, env!("CARGO_BIN_EXE_consumer"), env, logs);
     spec.ready_within = Duration::from_secs(30);
     ServiceProcess::start(spec)
@@ -230,7 +238,7 @@ pub async fn start_consumer(name: &str, env: Vec<(String, String)>, logs: &Path)
 }
 
 /// The report printed on stdout, as JSON (`--format json`).
-pub fn report(finished: &Finished) -> serde_json::Value {
+pub(crate) fn report(finished: &Finished) -> serde_json::Value {
     serde_json::from_str(&finished.stdout).unwrap_or_else(|e| {
         panic!(
             "report is not JSON ({e}); stdout:\n{}\nstderr:\n{}",

@@ -138,7 +138,6 @@ pub(crate) fn run(
         if tail.read(&mut batch)? == Reading::Advanced {
             let sent = send(&batch, &mut d, &mut committer, &origin);
             if sent.interrupted {
-                d.report.undelivered += 1;
                 committer.hold(d.pending_chunks(), HELD_AT_SHUTDOWN);
                 break;
             }
@@ -154,7 +153,6 @@ pub(crate) fn run(
         // At the end of the file: rotated, truncated, or just no new data yet?
         if tail.rotated {
             if !finish_rotated(&mut tail, &mut batch, &mut d, &mut committer, &origin) {
-                d.report.undelivered += 1;
                 committer.hold(d.pending_chunks(), HELD_AT_SHUTDOWN);
                 break;
             }

@@ -7,6 +7,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use schema::reader::Format;
 use schema::{ReadError, RecordReader};
 
 use super::checkpoint::{Checkpoint, FileId};
@@ -162,7 +163,7 @@ pub(super) fn start(
         Tail::open(p, offset, line, index, max_record_bytes).map_err(io_err)
     };
     let current = File::open(path).map_err(io_err)?;
-    check_ndjson(&current, path)?;
+    refuse_json_array(&current, path)?;
     let current_id = FileId::of(&current.metadata().map_err(io_err)?);
     let Some(ck) = Checkpoint::load(checkpoint_path)? else {
         return open(path, 0, 1, 0);
@@ -189,21 +190,24 @@ pub(super) fn start(
     open(path, 0, 1, 0)
 }
 
-/// Refuses a file whose first non-blank byte is `[`.
-fn check_ndjson(file: &File, path: &Path) -> Result<(), FollowError> {
+/// Bytes at the start of a followed file whose layout [`refuse_json_array`] looks at.
+const HEAD_BYTES: usize = 512;
+
+/// Refuses a file the reader takes for a JSON array ([`RecordReader::format`] of its first
+/// [`HEAD_BYTES`]: a byte-order mark and blank space, then `[`): it cannot grow by appending.
+fn refuse_json_array(file: &File, path: &Path) -> Result<(), FollowError> {
     use std::os::unix::fs::FileExt;
-    let mut head = [0u8; 512];
+    let mut head = [0u8; HEAD_BYTES];
     let n = file
         .read_at(&mut head, 0)
         .map_err(|source| FollowError::Io {
             path: path.to_owned(),
             source,
         })?;
-    let first = head[..n]
-        .iter()
-        .copied()
-        .find(|b| !b.is_ascii_whitespace() && !matches!(b, 0xEF | 0xBB | 0xBF));
-    if first == Some(b'[') {
+    let mut reader = RecordReader::new(&head[..n]);
+    // Detecting the layout takes the first read; the record itself does not matter.
+    let _ = reader.next_raw();
+    if reader.format() == Some(Format::Array) {
         return Err(FollowError::NotNdjson(path.to_owned()));
     }
     Ok(())
@@ -256,6 +260,77 @@ mod tests {
             })
             .collect();
         (reading, records, rejected)
+    }
+
+    /// What [`start`] makes of a followed file holding `content` (no checkpoint).
+    fn start_on(content: &[u8]) -> (PathBuf, Result<Tail, FollowError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, content).unwrap();
+        let started = start(&path, &dir.path().join("ck.json"), 1 << 20);
+        (path, started)
+    }
+
+    #[test]
+    fn a_json_array_is_refused_naming_the_file() {
+        let array = format!("[\n  {},\n  {}\n]\n", record(0), record(1));
+        let (path, started) = start_on(array.as_bytes());
+        match started {
+            Err(e @ FollowError::NotNdjson(_)) => {
+                assert!(matches!(&e, FollowError::NotNdjson(p) if *p == path));
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "{}: --follow needs NDJSON (one record per line), this file is a JSON array",
+                        path.display()
+                    )
+                );
+            }
+            other => panic!("{:?}", other.map(|t| t.path)),
+        }
+    }
+
+    #[test]
+    fn a_json_array_after_a_byte_order_mark_and_blank_space_is_refused() {
+        let array = format!("\u{feff}\r\n \t\n[{}]", record(0));
+        let (path, started) = start_on(array.as_bytes());
+        assert!(
+            matches!(&started, Err(FollowError::NotNdjson(p)) if *p == path),
+            "{:?}",
+            started.map(|t| t.path)
+        );
+    }
+
+    #[test]
+    fn the_file_is_refused_exactly_when_the_reader_takes_it_for_an_array() {
+        let r = record(0);
+        let cases: [(&[u8], bool); 9] = [
+            (b"", false),
+            (b" \n\t\r\n", false),
+            (b"[]", true),
+            (b"\xEF\xBB\xBF[", true),
+            (b"\n\n  [", true),
+            (r.as_bytes(), false),
+            // Not what the reader skips before the first record: the lines are NDJSON (invalid).
+            (b"\n\xEF\xBB\xBF[", false),
+            (b"\x0C[", false),
+            (b"x[", false),
+        ];
+        for (content, array) in cases {
+            let mut reader = RecordReader::new(content);
+            let _ = reader.next_raw();
+            assert_eq!(reader.format() == Some(Format::Array), array, "{content:?}");
+            let (_, started) = start_on(content);
+            assert_eq!(
+                matches!(started, Err(FollowError::NotNdjson(_))),
+                array,
+                "{content:?}"
+            );
+            if !array {
+                let tail = started.unwrap();
+                assert_eq!((tail.offset(), tail.rotated), (0, false), "{content:?}");
+            }
+        }
     }
 
     #[test]

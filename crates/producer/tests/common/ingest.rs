@@ -15,7 +15,7 @@ use super::config;
 
 /// An ingest router on librdkafka's mock cluster (topic `logs`, 3 partitions), with its sink
 /// and metrics.
-pub struct Fixture {
+pub(crate) struct Fixture {
     pub mock: MockKafka,
     pub app: Router,
     pub sink: Arc<Sink>,
@@ -24,7 +24,7 @@ pub struct Fixture {
 
 impl Fixture {
     /// The value of a series in the fixture's registry (0 when absent).
-    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.registry
             .gather()
             .iter()
@@ -42,7 +42,7 @@ impl Fixture {
 }
 
 /// A fixture whose config (64 KiB body cap) `f` may change first.
-pub fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
+pub(crate) fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
     let mock = MockKafka::new(1).unwrap();
     mock.create_topic("logs", 3).unwrap();
     let mut c = config(mock.bootstrap_servers(), "logs");
@@ -61,13 +61,13 @@ pub fn fixture_with(f: impl FnOnce(&mut ProducerConfig)) -> Fixture {
 }
 
 /// A fixture with the test config.
-pub fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     fixture_with(|_| {})
 }
 
 /// Posts `body` to `/v1/logs` with `headers`; returns the status, the answer's headers and
 /// its body.
-pub async fn post_raw(
+pub(crate) async fn post_raw(
     app: &Router,
     body: impl Into<Body>,
     headers: &[(&str, &str)],
@@ -89,7 +89,7 @@ pub async fn post_raw(
 
 /// [`post_raw`] with a JSON answer: the status, the answer (`Null` when not JSON) and its
 /// `Retry-After`.
-pub async fn post(
+pub(crate) async fn post(
     app: &Router,
     body: impl Into<Body>,
     headers: &[(&str, &str)],
@@ -103,7 +103,7 @@ pub async fn post(
 }
 
 /// `data` gzip-compressed.
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()

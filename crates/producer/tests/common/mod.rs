@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod ingest;
+pub(crate) mod ingest;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 /// A config for tests: the given broker and topic, HTTP on a free port, short intervals.
-pub fn config(bootstrap: &str, topic: &str) -> ProducerConfig {
+pub(crate) fn config(bootstrap: &str, topic: &str) -> ProducerConfig {
     let mut config = ProducerConfig {
         follow_poll_interval: Duration::from_millis(50),
         metadata_refresh_interval: Duration::from_millis(500),
@@ -31,7 +31,7 @@ pub fn config(bootstrap: &str, topic: &str) -> ProducerConfig {
 }
 
 /// A running producer app.
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: Option<std::net::SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<Report, producer::RunError>>,
@@ -40,7 +40,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// Cancels and waits for the report.
-    pub async fn stop(self) -> Report {
+    pub(crate) async fn stop(self) -> Report {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(60), self.task)
             .await
@@ -50,7 +50,7 @@ impl TestApp {
     }
 
     /// Waits for the app to end by itself (`--once`).
-    pub async fn finished(self) -> Report {
+    pub(crate) async fn finished(self) -> Report {
         tokio::time::timeout(Duration::from_secs(120), self.task)
             .await
             .expect("app did not finish in time")
@@ -60,7 +60,7 @@ impl TestApp {
 }
 
 /// Starts the app with `source` (port 0) and returns once it runs.
-pub async fn spawn_app(config: ProducerConfig, source: Source) -> TestApp {
+pub(crate) async fn spawn_app(config: ProducerConfig, source: Source) -> TestApp {
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::register(&registry, true).unwrap());
     let options = RunOptions {
@@ -84,7 +84,7 @@ pub async fn spawn_app(config: ProducerConfig, source: Source) -> TestApp {
 
 /// One message read back from Kafka.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub partition: i32,
     pub offset: i64,
     pub key: String,
@@ -95,19 +95,24 @@ pub struct Received {
 
 impl Received {
     /// The value as JSON.
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.value).expect("value is JSON")
     }
 
     /// The `seq` field of a fixture record.
-    pub fn seq(&self) -> u64 {
+    pub(crate) fn seq(&self) -> u64 {
         self.json()["seq"].as_u64().expect("seq field")
     }
 }
 
 /// Reads `topic` from the beginning of every partition until `want` messages arrived (then a
 /// short quiet period to catch extras) or `deadline` passes.
-pub async fn consume(bootstrap: &str, topic: &str, want: usize, within: Duration) -> Vec<Received> {
+pub(crate) async fn consume(
+    bootstrap: &str,
+    topic: &str,
+    want: usize,
+    within: Duration,
+) -> Vec<Received> {
     let bootstrap = bootstrap.to_owned();
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || consume_blocking(&bootstrap, &topic, want, within))
@@ -177,7 +182,7 @@ fn consume_blocking(bootstrap: &str, topic: &str, want: usize, within: Duration)
 }
 
 /// A valid NDJSON fixture line with a sequence number.
-pub fn line(seq: u64) -> String {
+pub(crate) fn line(seq: u64) -> String {
     let service = ["api", "web", "db", "auth"][(seq % 4) as usize];
     format!(
         r#"{{"timestamp":"2026-01-02T03:04:05.{:03}Z","level":"info","service":"{service}","message":"event {seq}","seq":{seq}}}"#,
@@ -186,12 +191,12 @@ pub fn line(seq: u64) -> String {
 }
 
 /// Lines `from..to` concatenated.
-pub fn lines(from: u64, to: u64) -> String {
+pub(crate) fn lines(from: u64, to: u64) -> String {
     (from..to).map(line).collect()
 }
 
 /// Appends `text` to `path`.
-pub fn append(path: &Path, text: &str) {
+pub(crate) fn append(path: &Path, text: &str) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -203,12 +208,12 @@ pub fn append(path: &Path, text: &str) {
 }
 
 /// Asserts the received `seq`s are exactly `0..n`, each once.
-pub fn assert_exactly_once(got: &[Received], n: u64) {
+pub(crate) fn assert_exactly_once(got: &[Received], n: u64) {
     assert_exactly_once_of(got, &(0..n).collect::<Vec<_>>());
 }
 
 /// Asserts the received `seq`s are exactly `want` (sorted), each once.
-pub fn assert_exactly_once_of(got: &[Received], want: &[u64]) {
+pub(crate) fn assert_exactly_once_of(got: &[Received], want: &[u64]) {
     let mut seqs: Vec<u64> = got.iter().map(Received::seq).collect();
     seqs.sort_unstable();
     let dups: Vec<u64> = seqs
@@ -237,7 +242,7 @@ pub fn assert_exactly_once_of(got: &[Received], want: &[u64]) {
 }
 
 /// Polls `f` every 50 ms until it is true or `within` passes.
-pub async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -246,12 +251,12 @@ pub async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> boo
 }
 
 /// The real `producer` binary.
-pub fn producer_bin() -> PathBuf {
+pub(crate) fn producer_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_producer"))
 }
 
 /// A child process killed on drop.
-pub struct Proc(pub Child);
+pub(crate) struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -261,7 +266,7 @@ impl Drop for Proc {
 }
 
 /// Starts `producer` with `args` and the environment of `config`-like pairs.
-pub fn spawn_producer(args: &[&str], env: &[(&str, String)], stderr: &Path) -> Proc {
+pub(crate) fn spawn_producer(args: &[&str], env: &[(&str, String)], stderr: &Path) -> Proc {
     let mut cmd = Command::new(producer_bin());
     cmd.args(args)
         .env_clear()
@@ -276,7 +281,7 @@ pub fn spawn_producer(args: &[&str], env: &[(&str, String)], stderr: &Path) -> P
 }
 
 /// Sends a signal to a process.
-pub fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
         .status()
@@ -286,7 +291,7 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// Waits for a child to exit within `within`.
-pub async fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
+pub(crate) async fn wait_exit(p: &mut Proc, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(s) = p.0.try_wait().unwrap() {

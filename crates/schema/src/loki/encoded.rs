@@ -86,8 +86,9 @@ impl<T> Default for EncodedEntries<T> {
     }
 }
 
-/// The size an entry counts for against batch and buffer limits, in bytes: the same measure as
-/// [`entry_size`](super::entry_size) (line, metadata names and values, and a fixed overhead).
+/// The size an entry counts for against batch and buffer limits, in bytes: its line, its
+/// metadata names and values, and a fixed overhead (about its size on the wire before
+/// compression).
 pub fn entry_weight<'m>(
     line: &str,
     metadata: impl IntoIterator<Item = (&'m str, &'m str)>,
@@ -334,7 +335,6 @@ fn write_entry<'m>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loki::entry_size;
     use crate::loki::proto::{LabelPairAdapter, Timestamp};
     use proptest::prelude::*;
 
@@ -449,6 +449,17 @@ mod tests {
         assert_eq!((0..4).map(|i| e.nanos(i)).collect::<Vec<_>>(), [1, 2, 3, 3]);
     }
 
+    /// The weight of a decoded entry, from its parts.
+    fn entry_size(entry: &EntryAdapter) -> usize {
+        entry_weight(
+            &entry.line,
+            entry
+                .structured_metadata
+                .iter()
+                .map(|p| (p.name.as_str(), p.value.as_str())),
+        )
+    }
+
     #[test]
     fn weight_is_the_entry_size_of_the_same_entry() {
         let entry = EntryAdapter {
@@ -462,6 +473,8 @@ mod tests {
         let mut e = EncodedEntries::new();
         let w = e.push(5, "hello", [("trace_id", "t")], ());
         assert_eq!(w, entry_size(&entry));
+        // The fixed 16, the line, and name, value and 4 per metadata pair.
+        assert_eq!(w, 16 + 5 + (8 + 1 + 4));
         assert_eq!(e.bytes(), w);
         assert_eq!(e.bytes_of(0..1), w);
     }

@@ -13,17 +13,3 @@ pub mod limits;
 pub mod metadata;
 pub mod proto;
 pub mod tenant;
-
-use proto::EntryAdapter;
-
-/// Approximate size of an entry on the wire before compression, in bytes
-/// ([`encoded::entry_weight`] of its parts).
-pub fn entry_size(entry: &EntryAdapter) -> usize {
-    encoded::entry_weight(
-        &entry.line,
-        entry
-            .structured_metadata
-            .iter()
-            .map(|p| (p.name.as_str(), p.value.as_str())),
-    )
-}

@@ -324,24 +324,19 @@ mod tests {
     }
 
     /// A service's settings as the producer and the consumer declare theirs: the shared ones
-    /// flattened in, then its own. `A` is the type of `http_listen`.
+    /// flattened in, then its own.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(default)]
-    struct Svc<A> {
+    struct Svc {
         #[serde(flatten)]
         kafka: KafkaSettings,
         #[serde(flatten)]
-        service: ServiceSettings<A>,
+        service: ServiceSettings,
         batch_records: u32,
         token: Secret,
     }
 
-    /// Like the producer: an empty `http_listen` turns the server off.
-    type OptionalHttp = Svc<OptionalAddr>;
-    /// Like the consumer: the server is required.
-    type RequiredHttp = Svc<SocketAddr>;
-
-    impl Default for Svc<OptionalAddr> {
+    impl Default for Svc {
         fn default() -> Self {
             Self {
                 kafka: KafkaSettings::default(),
@@ -349,17 +344,6 @@ mod tests {
                     [0, 0, 0, 0],
                     8000,
                 )))),
-                batch_records: 100,
-                token: Secret::default(),
-            }
-        }
-    }
-
-    impl Default for Svc<SocketAddr> {
-        fn default() -> Self {
-            Self {
-                kafka: KafkaSettings::default(),
-                service: ServiceSettings::new(SocketAddr::from(([0, 0, 0, 0], 8001))),
                 batch_records: 100,
                 token: Secret::default(),
             }
@@ -603,21 +587,16 @@ mod tests {
             ("topic = \"t\"\n", "topic", 1),
         ] {
             std::fs::write(&f, text).unwrap();
-            for e in [
-                load::<OptionalHttp>(Some(&f), &env(&[])).unwrap_err(),
-                load::<RequiredHttp>(Some(&f), &env(&[])).unwrap_err(),
-            ] {
-                let e = e.to_string();
-                assert!(
-                    e.contains(&format!("`{key}`")) && e.contains(&format!("c.toml, line {line}")),
-                    "{text:?}: {e}"
-                );
-            }
+            let e = load::<Svc>(Some(&f), &env(&[])).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains(&format!("c.toml, line {line}")),
+                "{text:?}: {e}"
+            );
         }
     }
 
     #[test]
-    fn both_kinds_of_service_load_the_shared_settings_the_same_way() {
+    fn the_shared_settings_load_flattened_from_the_file_and_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("sasl");
         std::fs::write(&pw, "s4sl-pw\n").unwrap();
@@ -641,8 +620,7 @@ mod tests {
             ("BATCH_RECORDS", "9"),
             ("HTTP_LISTEN", "127.0.0.1:9000"),
         ]);
-        let optional: OptionalHttp = load(Some(&f), &vars).unwrap();
-        let required: RequiredHttp = load(Some(&f), &vars).unwrap();
+        let svc: Svc = load(Some(&f), &vars).unwrap();
         let kafka = KafkaSettings {
             bootstrap_servers: "k1:9092,k2:9092".into(),
             topic: "from-file".into(),
@@ -652,58 +630,67 @@ mod tests {
             ],
             sasl_password: Secret::new("s4sl-pw"),
         };
-        assert_eq!(optional.kafka, kafka);
-        assert_eq!(required.kafka, kafka);
-        fn expected<A>(http_listen: A) -> ServiceSettings<A> {
+        assert_eq!(svc.kafka, kafka);
+        let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        assert_eq!(
+            svc.service,
             ServiceSettings {
-                http_listen,
+                http_listen: OptionalAddr::from(addr),
                 log_level: "debug".into(),
                 log_format: "json".into(),
                 environment: "staging".into(),
                 shutdown_timeout: Duration::from_secs(7),
                 feature_enhanced_metrics: true,
             }
-        }
-        let addr: SocketAddr = "127.0.0.1:9000".parse().unwrap();
-        assert_eq!(required.service, expected(addr));
-        assert_eq!(optional.service, expected(OptionalAddr::from(addr)));
-        assert_eq!((optional.batch_records, required.batch_records), (9, 9));
-        for debug in [format!("{optional:?}"), format!("{required:?}")] {
-            assert!(!debug.contains("s4sl-pw"), "{debug}");
-        }
+        );
+        assert_eq!(svc.batch_records, 9);
+        let debug = format!("{svc:?}");
+        assert!(!debug.contains("s4sl-pw"), "{debug}");
     }
 
     #[test]
-    fn an_empty_http_listen_turns_the_server_off_only_where_it_may_be() {
-        let off = env(&[("HTTP_LISTEN", "")]);
-        let optional: OptionalHttp = load(None, &off).unwrap();
-        assert_eq!(optional.service.http_listen, OptionalAddr::OFF);
-        assert_eq!(optional.service.http_listen.addr(), None);
-        let e = load::<RequiredHttp>(None, &off).unwrap_err().to_string();
-        assert!(
-            e.contains("`http_listen`") && e.contains("environment HTTP_LISTEN"),
-            "{e}"
-        );
-        // Unset, each has its own default.
-        let optional: OptionalHttp = load(None, &env(&[])).unwrap();
-        let required: RequiredHttp = load(None, &env(&[])).unwrap();
+    fn http_listen_is_an_address_or_empty_for_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        // Empty turns the server off, in the environment and in a file.
+        let off: Svc = load(None, &env(&[("HTTP_LISTEN", "")])).unwrap();
+        assert_eq!(off.service.http_listen, OptionalAddr::OFF);
+        assert_eq!(off.service.http_listen.addr(), None);
+        std::fs::write(&f, "http_listen = \"\"\n").unwrap();
+        let off: Svc = load(Some(&f), &env(&[])).unwrap();
+        assert_eq!(off.service.http_listen, OptionalAddr::OFF);
+        // Unset, the service's own default.
+        let unset: Svc = load(None, &env(&[])).unwrap();
         assert_eq!(
-            optional.service.http_listen.addr(),
+            unset.service.http_listen.addr(),
             Some(SocketAddr::from(([0, 0, 0, 0], 8000)))
         );
+        // Set, that address; the environment wins over the file.
+        std::fs::write(&f, "http_listen = \"127.0.0.1:9001\"\n").unwrap();
+        let set: Svc = load(Some(&f), &env(&[])).unwrap();
         assert_eq!(
-            required.service.http_listen,
-            SocketAddr::from(([0, 0, 0, 0], 8001))
+            set.service.http_listen.addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9001)))
         );
-        // Not an address: refused by both, naming the key.
+        let set: Svc = load(Some(&f), &env(&[("HTTP_LISTEN", "")])).unwrap();
+        assert_eq!(set.service.http_listen, OptionalAddr::OFF);
+        // Not an address: refused, naming the key and where it came from.
         for value in ["port 80", "nowhere", "8000"] {
-            let bad = env(&[("HTTP_LISTEN", value)]);
-            for e in [
-                load::<OptionalHttp>(None, &bad).unwrap_err(),
-                load::<RequiredHttp>(None, &bad).unwrap_err(),
-            ] {
-                assert!(e.to_string().contains("`http_listen`"), "{value}: {e}");
-            }
+            let e = load::<Svc>(None, &env(&[("HTTP_LISTEN", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("`http_listen`")
+                    && e.contains("environment HTTP_LISTEN")
+                    && e.contains("not an address"),
+                "{value}: {e}"
+            );
+            std::fs::write(&f, format!("http_listen = \"{value}\"\n")).unwrap();
+            let e = load::<Svc>(Some(&f), &env(&[])).unwrap_err().to_string();
+            assert!(
+                e.contains("`http_listen`") && e.contains("c.toml, line 1"),
+                "{value}: {e}"
+            );
         }
     }
 
@@ -712,38 +699,32 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "batch_records = 5\nshutdown_timeout = \"soon\"\n").unwrap();
-        let e = load::<OptionalHttp>(Some(&f), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = load::<Svc>(Some(&f), &env(&[])).unwrap_err().to_string();
         assert!(
             e.contains("`shutdown_timeout`") && e.contains("c.toml, line 2"),
             "{e}"
         );
-        let e = load::<RequiredHttp>(None, &env(&[("SHUTDOWN_TIMEOUT", "-1")]))
+        let e = load::<Svc>(None, &env(&[("SHUTDOWN_TIMEOUT", "-1")]))
             .unwrap_err()
             .to_string();
         assert!(
             e.contains("`shutdown_timeout`") && e.contains("environment SHUTDOWN_TIMEOUT"),
             "{e}"
         );
-        let e = load::<RequiredHttp>(None, &env(&[("FEATURE_ENHANCED_METRICS", "maybe")]))
+        let e = load::<Svc>(None, &env(&[("FEATURE_ENHANCED_METRICS", "maybe")]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("`feature_enhanced_metrics`"), "{e}");
         // A flattened secret of the wrong type is refused by its type alone.
         std::fs::write(&f, "kafka_sasl_password = 7000019877\n").unwrap();
-        let e = load::<OptionalHttp>(Some(&f), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = load::<Svc>(Some(&f), &env(&[])).unwrap_err().to_string();
         assert!(
             e.contains("`kafka_sasl_password`") && e.contains("an integer"),
             "{e}"
         );
         assert!(!e.contains("7000019877"), "{e}");
         std::fs::write(&f, "kafka_extra_properties = \"sasl.password:hunter22\"\n").unwrap();
-        let e = load::<RequiredHttp>(Some(&f), &env(&[]))
-            .unwrap_err()
-            .to_string();
+        let e = load::<Svc>(Some(&f), &env(&[])).unwrap_err().to_string();
         assert!(e.contains("`kafka_extra_properties`"), "{e}");
         assert!(!e.contains("hunter22"), "{e}");
     }

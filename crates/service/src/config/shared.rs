@@ -128,14 +128,14 @@ impl KafkaSettings {
     }
 }
 
-/// The settings of the service's process. `A` is the type of `http_listen`: [`SocketAddr`]
-/// where the HTTP server is required (the consumer's `/metrics`, `/healthz`, `/readyz`),
-/// [`OptionalAddr`] where an empty value turns it off (the producer).
+/// The settings of the service's process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServiceSettings<A> {
-    /// `http_listen`: address of the service's HTTP server. Each service has its own default
+pub struct ServiceSettings {
+    /// `http_listen`: address of the service's HTTP server; an empty value turns it off (where
+    /// the service allows it: the consumer, whose `/metrics`, `/healthz` and `/readyz` are
+    /// required, refuses it when it validates its settings). Each service has its own default
     /// (given to [`ServiceSettings::new`]).
-    pub http_listen: A,
+    pub http_listen: OptionalAddr,
     /// `log_level`: log filter, e.g. `info` or `info,rdkafka=warn`. Default `info`.
     pub log_level: String,
     /// `log_format`: `json` or `text`; empty picks text on a terminal and JSON otherwise.
@@ -152,9 +152,9 @@ pub struct ServiceSettings<A> {
     pub feature_enhanced_metrics: bool,
 }
 
-impl<A> ServiceSettings<A> {
+impl ServiceSettings {
     /// The defaults, with the service's own HTTP address.
-    pub fn new(http_listen: A) -> Self {
+    pub fn new(http_listen: OptionalAddr) -> Self {
         Self {
             http_listen,
             log_level: "info".into(),

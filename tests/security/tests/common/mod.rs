@@ -15,14 +15,14 @@ use testkit::service::{ServiceProcess, ServiceSpec};
 use testkit::topic::{self, ReadUntil, TopicRecord};
 
 /// How long a service may take to answer `/healthz` (generous: builds run beside the tests).
-pub const START_WITHIN: Duration = Duration::from_secs(90);
+pub(crate) const START_WITHIN: Duration = Duration::from_secs(90);
 /// How long a graceful stop may take.
-pub const STOP_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const STOP_WITHIN: Duration = Duration::from_secs(30);
 /// How long reading a topic back may take.
-pub const READ_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const READ_WITHIN: Duration = Duration::from_secs(60);
 
 /// A folder for logs and secret files, removed at the end of the test.
-pub fn work_dir() -> TempDir {
+pub(crate) fn work_dir() -> TempDir {
     tempfile::Builder::new()
         .prefix("logpipe-test-security-")
         .tempdir()
@@ -30,7 +30,7 @@ pub fn work_dir() -> TempDir {
 }
 
 /// A tansu broker with a fresh topic of `partitions` partitions (and its name).
-pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (Broker, String) {
+pub(crate) async fn broker_with_topic(prefix: &str, partitions: i32) -> (Broker, String) {
     let broker = Broker::start(BrokerOptions::memory())
         .await
         .expect("tansu starts (TANSU_BIN or scripts/test.sh --only install)");
@@ -40,7 +40,7 @@ pub async fn broker_with_topic(prefix: &str, partitions: i32) -> (Broker, String
 }
 
 /// `(name, value)` pairs as owned strings.
-pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -48,7 +48,11 @@ pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// The producer's environment for `broker` and `topic`, plus `extra`.
-pub fn producer_env(broker: &Broker, topic: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn producer_env(
+    broker: &Broker,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env = vars(&[
         ("KAFKA_BOOTSTRAP_SERVERS", &broker.bootstrap_servers()),
         ("KAFKA_TOPIC", topic),
@@ -62,7 +66,7 @@ pub fn producer_env(broker: &Broker, topic: &str, extra: &[(&str, &str)]) -> Vec
 
 /// `bin run` named `name` with exactly `env`, logging into `logs`, given [`START_WITHIN`] to
 /// answer `/healthz`.
-pub fn run_spec(
+pub(crate) fn run_spec(
     name: &str,
     bin: PathBuf,
     env: Vec<(String, String)>,
@@ -74,7 +78,7 @@ pub fn run_spec(
 }
 
 /// Starts `producer run` (HTTP ingest only) and waits until it is ready (Kafka and topic).
-pub async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
+pub(crate) async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
     let bin = binaries::producer().unwrap();
     let mut producer = ServiceProcess::start(run_spec("producer", bin, env, logs))
         .await
@@ -87,7 +91,7 @@ pub async fn start_producer(env: Vec<(String, String)>, logs: &TempDir) -> Servi
 }
 
 /// Starts `consumer run` and waits until it answers `/healthz`.
-pub async fn start_consumer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
+pub(crate) async fn start_consumer(env: Vec<(String, String)>, logs: &TempDir) -> ServiceProcess {
     let bin = binaries::consumer().unwrap();
     ServiceProcess::start(run_spec("consumer", bin, env, logs))
         .await
@@ -96,7 +100,7 @@ pub async fn start_consumer(env: Vec<(String, String)>, logs: &TempDir) -> Servi
 
 /// Every record of `topic`, read to the high watermarks it had when the read began (every write
 /// the test made was acknowledged before).
-pub async fn read_to_end(broker: &Broker, topic: &str) -> Vec<TopicRecord> {
+pub(crate) async fn read_to_end(broker: &Broker, topic: &str) -> Vec<TopicRecord> {
     topic::read_topic(
         &broker.bootstrap_servers(),
         topic,
@@ -109,7 +113,7 @@ pub async fn read_to_end(broker: &Broker, topic: &str) -> Vec<TopicRecord> {
 
 /// One valid record (compact JSON, no newline) tagged with `probe` and `seq`; `pad` extra
 /// bytes of filler make it longer.
-pub fn record(probe: &str, seq: u64, pad: usize) -> String {
+pub(crate) fn record(probe: &str, seq: u64, pad: usize) -> String {
     let filler = if pad == 0 {
         String::new()
     } else {
@@ -124,12 +128,12 @@ pub fn record(probe: &str, seq: u64, pad: usize) -> String {
 }
 
 /// Records `from..to` of `probe` as NDJSON.
-pub fn ndjson(probe: &str, from: u64, to: u64) -> String {
+pub(crate) fn ndjson(probe: &str, from: u64, to: u64) -> String {
     (from..to).map(|s| record(probe, s, 0) + "\n").collect()
 }
 
 /// A path inside `dir` holding `content`.
-pub fn write_file(dir: &TempDir, name: &str, content: &str) -> PathBuf {
+pub(crate) fn write_file(dir: &TempDir, name: &str, content: &str) -> PathBuf {
     let path = dir.path().join(name);
     std::fs::write(&path, content).unwrap();
     path
