@@ -208,6 +208,9 @@ impl Intake {
             nanos: ts,
             line_len: line.len(),
             metadata: pairs.clone(),
+            // Configured fields' names were checked at start (config.rs) and an overflow
+            // label's is `original_` and a label name: neither can fail Loki's rewrite.
+            names_checked: true,
         };
         if let Err(rejection) = check_entry_parts(labels, parts, (self.now, newest), &self.limits) {
             self.metrics.preflight_failed(

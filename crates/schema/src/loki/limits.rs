@@ -430,6 +430,10 @@ pub struct EntryParts<M> {
     pub line_len: usize,
     /// Structured metadata (name, value) pairs.
     pub metadata: M,
+    /// The caller has already checked every name in `metadata` with
+    /// [`normalize_metadata_name`] (names fixed at start, such as the consumer's configured
+    /// fields), so the per-entry name check is skipped; sizes and counts are still checked.
+    pub names_checked: bool,
 }
 
 impl<'e>
@@ -452,6 +456,7 @@ impl<'e>
                 .structured_metadata
                 .iter()
                 .map(pair as fn(&'e LabelPairAdapter) -> (&'e str, &'e str)),
+            names_checked: false,
         }
     }
 }
@@ -537,7 +542,7 @@ where
             ),
         ));
     }
-    check_metadata(labels, entry.metadata, limits)
+    check_metadata(labels, entry.metadata, entry.names_checked, limits)
 }
 
 /// Loki's ingester refusing to create a stream for an entry at `ts` (the oldest of the stream
@@ -568,6 +573,7 @@ pub fn too_far_behind_message(ts: i64, cutoff: i64) -> String {
 fn check_metadata<'m>(
     labels: &str,
     metadata: impl Iterator<Item = (&'m str, &'m str)> + Clone,
+    names_checked: bool,
     limits: &Limits,
 ) -> Result<(), Rejection> {
     let count = metadata.clone().count();
@@ -593,6 +599,9 @@ fn check_metadata<'m>(
                 limits.max_structured_metadata_entries
             ),
         ));
+    }
+    if names_checked {
+        return Ok(());
     }
     // Only a name can make Loki's rewrite fail; checking the names allocates nothing.
     for (name, _) in metadata {
@@ -847,6 +856,35 @@ mod tests {
         assert_eq!(reason(&e, None), Some(Discard::InvalidMetadataName));
         let e = meta(entry(NOW, "x"), &[("trace.id", "v"), ("1abc", "w")]);
         assert_eq!(reason(&e, None), None);
+    }
+
+    /// A caller whose names were checked once (the consumer's configured fields) skips the name
+    /// check per entry; sizes and counts are still checked.
+    #[test]
+    fn names_checked_by_the_caller_skip_only_the_name_check() {
+        let e = meta(entry(NOW, "x"), &[("é", "v")]);
+        let parts = |names_checked| EntryParts {
+            names_checked,
+            ..EntryParts::of(&e)
+        };
+        let check = |parts| check_entry_parts(L, parts, (NOW, None), &Limits::default());
+        assert_eq!(
+            check(parts(false)).unwrap_err().reason,
+            Discard::InvalidMetadataName
+        );
+        assert!(check(parts(true)).is_ok());
+        let big = "v".repeat(65_536);
+        let e = meta(entry(NOW, "x"), &[("k", &big)]);
+        let parts = EntryParts {
+            names_checked: true,
+            ..EntryParts::of(&e)
+        };
+        assert_eq!(
+            check_entry_parts(L, parts, (NOW, None), &Limits::default())
+                .unwrap_err()
+                .reason,
+            Discard::StructuredMetadataTooLarge
+        );
     }
 
     #[test]
