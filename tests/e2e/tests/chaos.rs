@@ -193,8 +193,8 @@ async fn assert_zero_loss(
 /// moments (each after it delivered something since its start, plus a random delay) and
 /// restarted each time. The session timeout is 6 s, the shortest a Kafka broker accepts by
 /// default (`group.min.session.timeout.ms`): a restarted member is assigned the partitions only
-/// once the killed member's session expired. (With 3 s, tansu's coordinator, which holds a
-/// follower's join for 3 s, expired the joining member itself and the group never formed.)
+/// once the killed member's session expired. (It was 3 s, which a real Kafka refuses; the
+/// consumer now refuses it at start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_killed_five_times_while_records_stream_loses_and_duplicates_nothing() {
     const N: u64 = 4000;
