@@ -41,6 +41,31 @@ enum Command {
     /// For tests that check records by content where only a container on the broker's network
     /// can reach it (`docker compose exec loki testkit topic --bootstrap kafka:29092 logs`).
     Topic(TopicArgs),
+    /// Join a Kafka consumer group on a topic and print the partitions this member holds
+    /// ("holds [0, 1, 2]") each time they change, until killed.
+    ///
+    /// For tests of a member that dies without leaving its group (SIGKILL): the broker must
+    /// give its partitions to the members still alive once its session expires. Nothing is
+    /// committed.
+    GroupMember(GroupMemberArgs),
+}
+
+#[derive(Debug, Args)]
+struct GroupMemberArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// The consumer group to join.
+    #[arg(long)]
+    group: String,
+    /// Session timeout (the broker expires the member this long after its last heartbeat).
+    #[arg(long, value_name = "DURATION", default_value = "6s", value_parser = humantime::parse_duration)]
+    session_timeout: Duration,
+    /// Heartbeat interval.
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// The topic.
+    topic: String,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +139,52 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => run_gen(&args),
         Command::Loki(args) => run_loki(&args),
         Command::Topic(args) => run_topic(&args),
+        Command::GroupMember(args) => run_group_member(&args),
+    }
+}
+
+fn run_group_member(args: &GroupMemberArgs) -> anyhow::Result<()> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &args.bootstrap)
+        .set("group.id", &args.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "session.timeout.ms",
+            args.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            args.heartbeat_interval.as_millis().to_string(),
+        )
+        .create()
+        .context("cannot create the consumer")?;
+    consumer
+        .subscribe(&[&args.topic])
+        .with_context(|| format!("cannot subscribe to {:?}", args.topic))?;
+    let mut held: Option<Vec<i32>> = None;
+    loop {
+        // Serves the group protocol (joins, heartbeats, rebalances); messages are dropped.
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            eprintln!("testkit group-member: {e}");
+        }
+        let mut now: Vec<i32> = consumer
+            .assignment()
+            .context("cannot read the assignment")?
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        now.sort_unstable();
+        if held.as_ref() != Some(&now) {
+            let mut out = io::stdout().lock();
+            writeln!(out, "holds {now:?}")?;
+            out.flush()?;
+            held = Some(now);
+        }
     }
 }
 

@@ -466,57 +466,21 @@ async fn wait_for_assignment(
     }
 }
 
-/// Environment variable that makes [`group_member_process`] a group member: `servers|topic|group`.
-const MEMBER_ENV: &str = "LOGPIPE_TEST_GROUP_MEMBER";
-
-/// Not a test: the body of the member process that the group tests below start with
-/// [`spawn_member`] and kill. It joins the group named in `LOGPIPE_TEST_GROUP_MEMBER`, serves its
-/// queue and prints what it holds ("member holds [0, 1, 2]") until it is killed.
-#[tokio::test]
-#[ignore = "a helper process, started by another test with LOGPIPE_TEST_GROUP_MEMBER set"]
-async fn group_member_process() {
-    let spec = std::env::var(MEMBER_ENV).unwrap_or_else(|_| {
-        panic!("{MEMBER_ENV} is not set: this is a helper process, not a test")
-    });
-    let [servers, topic, group]: [&str; 3] = spec
-        .split('|')
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap_or_else(|_| panic!("{MEMBER_ENV}={spec:?} is not servers|topic|group"));
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", servers)
-        .set("heartbeat.interval.ms", "1500");
-    let consumer = group_consumer(config, group);
-    consumer.subscribe(&[topic]).expect("subscribed");
-    loop {
-        let held = assignment_after(&consumer, Duration::from_millis(500)).await;
-        println!("member holds {held:?}");
-    }
-}
-
-/// Starts [`group_member_process`] in a child process, a member of `group` reading `topic`;
-/// `stdout` gets its "member holds [..]" lines.
+/// Starts `testkit group-member` (a member of `group` reading `topic`, heartbeats every 1.5 s,
+/// session 6 s) in a child process; `stdout` gets its "holds [..]" lines.
 fn spawn_member(
     broker: &Broker,
     topic: &str,
     group: &str,
     stdout: std::process::Stdio,
 ) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().expect("test binary path"))
-        .args([
-            "--exact",
-            "group_member_process",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(
-            MEMBER_ENV,
-            format!("{}|{topic}|{group}", broker.bootstrap_servers()),
-        )
+    std::process::Command::new(env!("CARGO_BIN_EXE_testkit"))
+        .args(["group-member", "--bootstrap", &broker.bootstrap_servers()])
+        .args(["--group", group, "--session-timeout", "6s"])
+        .args(["--heartbeat-interval", "1500ms", topic])
         .stdout(stdout)
         .spawn()
-        .expect("member process starts")
+        .expect("testkit group-member starts")
 }
 
 /// Waits until the member process prints `want` on its (piped) stdout; fails after `within`
@@ -566,7 +530,7 @@ async fn a_member_joining_after_the_leader_was_killed_gets_every_partition() {
     let (topic, group) = (unique_name("logs"), unique_name("group"));
     broker.create_topic(&topic, 3).await.unwrap();
     let mut leader = spawn_member(&broker, &topic, &group, std::process::Stdio::piped());
-    wait_for_member_line(&mut leader, "member holds [0, 1, 2]", WAIT).await;
+    wait_for_member_line(&mut leader, "holds [0, 1, 2]", WAIT).await;
     leader.kill().expect("SIGKILL");
     leader.wait().expect("leader reaped");
     // The newcomer joins 4-5.5 s after the leader's last heartbeat (every 1.5 s), inside its
