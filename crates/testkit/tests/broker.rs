@@ -453,41 +453,74 @@ async fn wait_for_assignment(
     within: Duration,
     what: &str,
 ) {
+    let expected = format!("{want:?}");
+    wait_for_assignment_where(consumer, |held| held == want, &expected, within, what).await;
+}
+
+/// Waits until what `consumer` holds satisfies `ok` (described by `expected`) and returns it,
+/// failing with what it holds after `within`.
+async fn wait_for_assignment_where(
+    consumer: &StreamConsumer,
+    ok: impl Fn(&[i32]) -> bool,
+    expected: &str,
+    within: Duration,
+    what: &str,
+) -> Vec<i32> {
     let deadline = Instant::now() + within;
     loop {
         let held = assignment_after(consumer, Duration::from_millis(200)).await;
-        if held == want {
-            return;
+        if ok(&held) {
+            return held;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: after {within:?} the consumer holds {held:?}, not {want:?}"
+            "{what}: after {within:?} the consumer holds {held:?}, not {expected}"
         );
+    }
+}
+
+/// A `testkit group-member` child process, killed (SIGKILL, without leaving its group) and
+/// reaped when dropped, so a failing test leaves no member behind.
+struct Member(std::process::Child);
+
+impl Member {
+    /// Kills it without letting it leave the group, as a lost host would.
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("member reaped");
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
 /// Starts `testkit group-member` (a member of `group` reading `topic`, heartbeats every 1.5 s,
 /// session 6 s) in a child process; `stdout` gets its "holds [..]" lines.
-fn spawn_member(
-    broker: &Broker,
-    topic: &str,
-    group: &str,
-    stdout: std::process::Stdio,
-) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_testkit"))
-        .args(["group-member", "--bootstrap", &broker.bootstrap_servers()])
-        .args(["--group", group, "--session-timeout", "6s"])
-        .args(["--heartbeat-interval", "1500ms", topic])
-        .stdout(stdout)
-        .spawn()
-        .expect("testkit group-member starts")
+fn spawn_member(broker: &Broker, topic: &str, group: &str, stdout: std::process::Stdio) -> Member {
+    Member(
+        std::process::Command::new(env!("CARGO_BIN_EXE_testkit"))
+            .args(["group-member", "--bootstrap", &broker.bootstrap_servers()])
+            .args(["--group", group, "--session-timeout", "6s"])
+            .args(["--heartbeat-interval", "1500ms", topic])
+            .stdout(stdout)
+            .spawn()
+            .expect("testkit group-member starts"),
+    )
 }
 
 /// Waits until the member process prints `want` on its (piped) stdout; fails after `within`
 /// with the last line it printed.
-async fn wait_for_member_line(member: &mut std::process::Child, want: &str, within: Duration) {
+async fn wait_for_member_line(member: &mut Member, want: &str, within: Duration) {
     use std::io::BufRead;
-    let stdout = member.stdout.take().expect("the member's stdout is piped");
+    let stdout = member
+        .0
+        .stdout
+        .take()
+        .expect("the member's stdout is piped");
     let want = want.to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Reads until the member's stdout closes (it is killed at the end of the test).
@@ -508,10 +541,7 @@ async fn wait_for_member_line(member: &mut std::process::Child, want: &str, with
             Ok(Some(line)) if line == want => return,
             Ok(Some(line)) => last = line,
             Ok(None) => panic!("the member process ended; its last line: {last:?}"),
-            Err(_) => {
-                let _ = member.kill();
-                panic!("after {within:?} the member process printed {last:?}, not {want:?}");
-            }
+            Err(_) => panic!("after {within:?} the member process printed {last:?}, not {want:?}"),
         }
     }
 }
@@ -531,8 +561,7 @@ async fn a_member_joining_after_the_leader_was_killed_gets_every_partition() {
     broker.create_topic(&topic, 3).await.unwrap();
     let mut leader = spawn_member(&broker, &topic, &group, std::process::Stdio::piped());
     wait_for_member_line(&mut leader, "holds [0, 1, 2]", WAIT).await;
-    leader.kill().expect("SIGKILL");
-    leader.wait().expect("leader reaped");
+    leader.kill();
     // The newcomer joins 4-5.5 s after the leader's last heartbeat (every 1.5 s), inside its
     // 6 s session, so it starts as the dead leader's follower. tansu holds a follower's rejoin
     // 3 s: the leader's expiry is first seen by the newcomer's SyncGroup, while the newcomer's
@@ -581,19 +610,15 @@ async fn a_group_member_killed_without_leaving_has_its_partitions_reassigned() {
 
     let mut member = spawn_member(&broker, &topic, &group, std::process::Stdio::null());
     // The second member joins: the survivor gives some partitions up.
-    let deadline = Instant::now() + WAIT;
-    let shared = loop {
-        let held = assignment_after(&survivor, Duration::from_millis(200)).await;
-        if !held.is_empty() && held.len() < 3 {
-            break held;
-        }
-        if Instant::now() >= deadline {
-            let _ = member.kill();
-            panic!("the second member never got a partition: the survivor holds {held:?}");
-        }
-    };
-    member.kill().expect("SIGKILL");
-    member.wait().expect("member reaped");
+    let shared = wait_for_assignment_where(
+        &survivor,
+        |held| !held.is_empty() && held.len() < 3,
+        "some of [0, 1, 2]: the second member's share given up",
+        WAIT,
+        "a second member joined",
+    )
+    .await;
+    member.kill();
     // Session 6 s: expired by then, with time to rejoin and sync.
     wait_for_assignment(
         &survivor,
